@@ -1,0 +1,80 @@
+// tlmoe: the command-line entry point. Wires the subcommands and maps exceptions to exit codes:
+// 0 success; 2 bad usage, bad config or bad input data; 1 a failure while running.
+#include <iostream>
+
+#include "commands.h"
+#include "common/error.h"
+#include "common/version.h"
+#include "io/atomic_file.h"
+
+namespace tlmoe::app {
+
+void add_config_options(CLI::App* cmd, ConfigOptions& opts, bool required) {
+  auto* c = cmd->add_option("--config,-c", opts.file, "YAML config file (a `base:` key inherits another file)");
+  if (required) c->required();
+  cmd->add_option("--set", opts.overrides, "Override one key: --set section.key=value (repeatable; YAML value)")
+      ->allow_extra_args(false);
+}
+
+void write_resolved_config(const Config& cfg, const std::string& run_dir) {
+  io::write_file_atomic(std::filesystem::path(run_dir) / "config.resolved.yaml", to_yaml(cfg));
+}
+
+class NotImplemented : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+void not_implemented(const std::string& command, const std::string& issue) {
+  throw NotImplemented("tlmoe " + command + ": not implemented yet (" + issue + ")");
+}
+
+}  // namespace tlmoe::app
+
+int main(int argc, char** argv) {
+  using namespace tlmoe;
+  CLI::App app{
+      "tlmoe: task-level mixture-of-experts seq2seq models — train, adapt, evaluate, and analyse routes.\n"
+      "Docs: docs/ in the source tree (one page per command)."};
+  app.require_subcommand(1);
+  app.fallthrough(false);
+  bool show_version = false;
+  app.add_flag("--version", show_version, "Print the version, git SHA, LibTorch version and CUDA status");
+  app.set_help_all_flag("--help-all", "Help for every subcommand");
+  app::setup_gym(app);
+  app::setup_preprocess(app);
+  app::setup_train(app);
+  app::setup_adapt(app);
+  app::setup_eval(app);
+  app::setup_analyze_routes(app);
+  app::setup_bench(app);
+  app::setup_config(app);
+
+  // --version must work without a subcommand.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--version") {
+      std::cout << version_banner();
+      return 0;
+    }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "error: " << e.what() << "\nRun with --help for usage.\n";
+    return 2;
+  } catch (const InputError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const app::NotImplemented& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,183 @@
+// The typed configuration tree of tlmoe.
+//
+// Every field is declared exactly once, in config_schema.cpp, with its key, default, help
+// text and checks. That one declaration drives YAML parsing, --set overrides, validation,
+// `tlmoe config show` and docs/config.md. The structs below only hold values: their
+// defaults come from the schema (Config::defaults()), never from member initialisers.
+//
+// Modules never see YAML: commands load a Config at the boundary and pass typed values on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tlmoe {
+
+struct DataConfig {
+  std::string dir;                // CrossFit-layout root: {dir}/{task}/{task}_{k}_{seed}_{split}.tsv
+  std::string splits;             // split json (all/train/dev/test); "" = {dir}/splits.json
+  std::string tasks;              // tasks.json; "" = {dir}/tasks.json
+  std::string ontology;           // ontology.json; "" = {dir}/ontology.json
+  std::string cache_dir;          // preprocess output; "" = {dir}/.tlmoe-cache
+  std::string upstream_source;    // kshot | full
+  std::int64_t max_input_len;
+  std::int64_t max_output_len;
+  bool task_prefix;               // input text "[task] input" as the reference
+};
+
+struct TokenizerConfig {
+  std::string kind;               // sentencepiece
+  std::string model;              // .model path; "" = train one during preprocess
+  std::int64_t vocab_size;
+  std::string model_type;         // unigram | bpe
+  double character_coverage;
+  std::int64_t max_train_lines;
+};
+
+struct ModelConfig {
+  std::int64_t d_model;
+  std::int64_t encoder_layers;
+  std::int64_t decoder_layers;
+  std::int64_t heads;
+  std::int64_t ffn_dim;
+  std::int64_t experts;                              // m; 1 = vanilla
+  std::vector<std::int64_t> vanilla_encoder_layers;  // shared (unrouted) encoder layers
+  std::vector<std::int64_t> vanilla_decoder_layers;
+  double dropout;
+  double attention_dropout;
+  double activation_dropout;
+  std::int64_t max_positions;
+  bool scale_embedding;
+  double init_std;
+  std::string init_from;          // "" | checkpoint dir | hf:/path
+  double init_noise;
+  double expert_reg;
+  std::string decoder_start;      // eos | bos
+};
+
+struct RoutingConfig {
+  std::string router;             // mlp | layer_mlp | gru | lstm | transformer
+  std::int64_t hidden;
+  std::string selection;          // softmax | gumbel | gumbel_st | topk
+  std::int64_t top_k;
+  double tau0;
+  double tau_min;
+  double anneal_rate;
+  std::string estimator;          // dense_st | sparse
+  std::string baseline;           // none | average | task_random | instance_random
+  std::int64_t random_n;
+  double epsilon;
+  std::string eval_routes;        // argmax | sample
+};
+
+struct TaskRepConfig {
+  std::string kind;               // learned | textemb | fisher
+  std::int64_t dim;
+  std::string path;               // task-representation file; "" = {cache_dir}/taskrep.bin
+  bool freeze;
+  std::string source_checkpoint;  // encoder for textemb / backbone for fisher
+  std::int64_t fisher_adapter_dim;
+  std::int64_t fisher_steps;
+};
+
+struct TrainConfig {
+  std::int64_t steps;
+  std::int64_t batch_size;
+  std::int64_t grad_accum;
+  double lr;
+  double router_lr;
+  double task_lr;
+  double weight_decay;
+  double warmup_ratio;
+  double clip_norm;
+  double adam_beta1;
+  double adam_beta2;
+  double adam_eps;
+  double label_smoothing;
+  std::string loss_reduction;     // sum | mean
+  std::string task_sampling;      // examples | temperature
+  double sampling_temperature;
+  bool length_bucketing;
+  std::int64_t eval_every;
+  std::int64_t eval_from;
+  std::int64_t save_every;
+  std::int64_t log_every;
+  std::int64_t seed;
+};
+
+struct AdaptConfig {
+  std::vector<double> lrs;
+  std::vector<std::int64_t> batch_sizes;
+  std::int64_t steps;
+  std::int64_t warmup_steps;
+  std::int64_t eval_every;
+  std::vector<std::int64_t> splits;  // k-shot seeds; empty = every split found
+  std::string route;              // learned | average | random | new_embedding
+  std::string mode;               // fixed | squeeze
+  std::int64_t seed;
+};
+
+struct EvalConfig {
+  std::int64_t num_beams;
+  std::int64_t max_len;
+  std::int64_t batch_size;
+  double length_penalty;
+  std::int64_t no_repeat_ngram;
+  std::string pearson_fallback;   // nan | number
+  std::string rouge_variant;      // 1.0.0 | 1.0.1
+};
+
+struct AnalysisConfig {
+  std::string ontology;           // "" = data.ontology
+  std::string formats;            // png | svg | both
+  std::int64_t permutations;
+  std::int64_t seed;
+};
+
+struct Config {
+  std::string device;             // auto | cpu | cuda
+  bool reference_compat;
+  DataConfig data;
+  TokenizerConfig tokenizer;
+  ModelConfig model;
+  RoutingConfig routing;
+  TaskRepConfig task_rep;
+  TrainConfig train;
+  AdaptConfig adapt;
+  EvalConfig eval;
+  AnalysisConfig analysis;
+
+  // Every field at its declared default.
+  static Config defaults();
+};
+
+// Where each value may come from, lowest precedence first: defaults, `base:` files (the
+// deepest first), the --config file, then --set overrides in order.
+struct ConfigSources {
+  std::string file;                   // "" = defaults only
+  std::vector<std::string> overrides; // "section.key=value", YAML syntax for the value
+};
+
+// Loads, merges and validates. Throws ConfigError naming the file, line and key path.
+Config load_config(const ConfigSources& sources);
+
+// Cross-field checks (top_k <= experts, tau_min <= tau0, ...). Throws ConfigError.
+void validate(const Config& cfg);
+
+// The resolved config as YAML (every field, in declaration order, grouped by section).
+std::string to_yaml(const Config& cfg);
+
+// docs/config.md, generated from the field declarations.
+std::string config_reference_markdown();
+
+// All field keys, in declaration order ("device", "data.dir", ...).
+std::vector<std::string> config_keys();
+
+// Resolved paths derived from data.* ("" means "under data.dir").
+std::string splits_path(const Config& cfg);
+std::string tasks_path(const Config& cfg);
+std::string ontology_path(const Config& cfg);
+std::string cache_dir(const Config& cfg);
+
+}  // namespace tlmoe

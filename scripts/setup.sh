@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs everything tlmoe needs on a fresh Debian 12 machine. Idempotent: a second run
+# checks and does nothing. Versions are pinned in scripts/versions.env.
+#
+#   scripts/setup.sh            install what is missing
+#   scripts/setup.sh --print    print the virtualenv's python path (after installing)
+#
+# LibTorch comes from the PyPI `torch` wheel, installed into a virtualenv kept OUTSIDE the
+# checkout, so every clone (and every CI run in a fresh clone) reuses it:
+#   ${TLMOE_CACHE:-$HOME/.cache/tlmoe}/venv-torch-<version>
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache="${TLMOE_CACHE:-$HOME/.cache/tlmoe}"
+venv="$cache/venv-torch-$TLMOE_TORCH_VERSION"
+stamp="$venv/.tlmoe-stamp"
+want_stamp="torch=$TLMOE_TORCH_VERSION numpy=$TLMOE_NUMPY_VERSION"
+print_only=0
+[ "${1:-}" = "--print" ] && print_only=1
+
+log() { [ $print_only = 1 ] || echo "[setup] $*" >&2; }
+
+# --- Debian packages ---------------------------------------------------------------------
+missing=()
+for p in $TLMOE_APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+else
+  log "Debian packages: all present"
+fi
+
+# --- LibTorch (PyPI torch wheel) in a shared virtualenv -----------------------------------
+py="${TLMOE_PYTHON:-python3}"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -x "$venv/bin/python" ]; then
+  log "LibTorch: torch $TLMOE_TORCH_VERSION already in $venv"
+else
+  log "creating $venv (torch $TLMOE_TORCH_VERSION; several GB on first install)"
+  mkdir -p "$cache"
+  # The stamp is written last: an interrupted install has none and is redone from scratch.
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip >&2
+  "$venv/bin/pip" install -q "torch==$TLMOE_TORCH_VERSION" "numpy==$TLMOE_NUMPY_VERSION" >&2
+  echo "$want_stamp" > "$stamp"
+  log "LibTorch installed"
+fi
+
+# --- checks ------------------------------------------------------------------------------
+got=$("$venv/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
+if [ "$got" != "$TLMOE_TORCH_VERSION" ]; then
+  echo "[setup] error: $venv holds torch $got, expected $TLMOE_TORCH_VERSION; delete it and rerun" >&2
+  exit 1
+fi
+if command -v nvcc >/dev/null 2>&1; then
+  nv_major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+  tc_major=$("$venv/bin/python" -c "import torch; v=torch.version.cuda; print(v.split('.')[0] if v else '')")
+  if [ -n "$tc_major" ] && [ "$nv_major" != "$tc_major" ]; then
+    log "warning: nvcc is CUDA $nv_major but torch was built for CUDA $tc_major; TLMOE_CUDA=AUTO will skip the .cu kernels"
+  fi
+fi
+if [ $print_only = 1 ]; then
+  echo "$venv/bin/python"
+fi

@@ -1,0 +1,147 @@
+// End-to-end tests of the tlmoe binary: help, version, exit codes, gym -> preprocess.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using tlmoe::test::read_text;
+using tlmoe::test::run_tlmoe;
+using tlmoe::test::TempDir;
+using tlmoe::test::write_text;
+
+TEST_CASE("--help lists every subcommand; --version names git, LibTorch and CUDA", "[cli]") {
+  auto r = run_tlmoe("--help");
+  CHECK(r.exit_code == 0);
+  for (const char* sub : {"gym", "preprocess", "train", "adapt", "eval", "analyze-routes", "bench", "config"})
+    CHECK_THAT(r.output, Catch::Contains(sub));
+  r = run_tlmoe("--version");
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("git"));
+  CHECK_THAT(r.output, Catch::Contains("LibTorch 2."));
+  CHECK_THAT(r.output, Catch::Contains("CUDA kernels:"));
+  for (const char* sub : {"gym", "preprocess", "train", "adapt", "eval", "analyze-routes", "bench", "config show"}) {
+    INFO(sub);
+    CHECK(run_tlmoe(std::string(sub) + " --help").exit_code == 0);
+  }
+}
+
+TEST_CASE("usage errors exit 2", "[cli]") {
+  CHECK(run_tlmoe("").exit_code == 2);                       // no subcommand
+  CHECK(run_tlmoe("frobnicate").exit_code == 2);             // unknown subcommand
+  CHECK(run_tlmoe("gym").exit_code == 2);                    // missing --out
+  CHECK(run_tlmoe("gym --out x --seed abc").exit_code == 2); // bad value
+  CHECK(run_tlmoe("bench nothing").exit_code == 2);
+}
+
+TEST_CASE("commands of later issues exit 1 with 'not implemented yet' and write nothing", "[cli]") {
+  TempDir d;
+  write_text(d / "c.yaml", "train:\n  steps: 5\n");
+  for (std::string cmd : {"train --config " + (d / "c.yaml").string() + " --run-dir " + (d / "run").string(),
+                          "adapt --config " + (d / "c.yaml").string(), std::string("eval"),
+                          std::string("eval compare a b"), "analyze-routes --checkpoint x --out " + (d / "o").string(),
+                          std::string("bench dispatch"), std::string("bench train")}) {
+    INFO(cmd);
+    auto r = run_tlmoe(cmd);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.output, Catch::Contains("not implemented yet"));
+  }
+  CHECK_FALSE(fs::exists(d / "run"));
+  CHECK_FALSE(fs::exists(d / "o"));
+}
+
+TEST_CASE("config show prints the resolved config; bad configs exit 2 naming file, line and key", "[cli]") {
+  TempDir d;
+  write_text(d / "base.yaml", "model:\n  d_model: 256\n  heads: 8\n");
+  write_text(d / "c.yaml", "base: base.yaml\ntrain:\n  steps: 12\n");
+  auto r = run_tlmoe("config show " + (d / "c.yaml").string() + " --set train.seed=7");
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("d_model: 256"));
+  CHECK_THAT(r.output, Catch::Contains("steps: 12"));
+  CHECK_THAT(r.output, Catch::Contains("seed: 7"));
+
+  write_text(d / "bad.yaml", "train:\n  steps: 12\n  stpes: 3\n");
+  r = run_tlmoe("config show " + (d / "bad.yaml").string());
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("bad.yaml:3"));
+  CHECK_THAT(r.output, Catch::Contains("train.stpes"));
+  CHECK_THAT(r.output, Catch::Contains("did you mean 'train.steps'"));
+
+  r = run_tlmoe("config show --set model.dropout=2");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("model.dropout"));
+
+  r = run_tlmoe("config docs");
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("# Configuration reference"));
+}
+
+TEST_CASE("gym -> preprocess end to end, with reuse and bad-data exit codes", "[cli][e2e]") {
+  TempDir d;
+  const std::string gym = (d / "gym").string();
+  auto r = run_tlmoe("gym --out " + gym + " --seed 42");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(fs::exists(d / "gym/splits.json"));
+  REQUIRE(fs::exists(d / "gym/tasks.json"));
+  REQUIRE(fs::exists(d / "gym/ontology.json"));
+
+  // The quickstart config, pointed at this gym, with a small vocabulary to keep the test quick.
+  const std::string cfg = tlmoe::test::source_dir() + "/configs/quickstart.yaml";
+  const std::string sets = " --set data.dir=" + gym + " --set tokenizer.vocab_size=500";
+  r = run_tlmoe("preprocess --config " + cfg + sets);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const fs::path cache = d / "gym/.tlmoe-cache";
+  CHECK(fs::exists(cache / "config.resolved.yaml"));
+  CHECK(fs::exists(cache / "manifest.json"));
+  CHECK(fs::exists(cache / "tokenizer/spm.model"));
+  CHECK_THAT(read_text(cache / "config.resolved.yaml"), Catch::Contains("vocab_size: 500"));
+  const std::string manifest1 = read_text(cache / "manifest.json");
+
+  // Unchanged inputs: nothing is rebuilt, the manifest is byte-identical.
+  r = run_tlmoe("preprocess --config " + cfg + sets);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains(" 0 built"));
+  CHECK(read_text(cache / "manifest.json") == manifest1);
+
+  // A malformed TSV line: exit 2, the message names the file and the line.
+  fs::path victim;
+  for (const auto& e : fs::recursive_directory_iterator(d / "gym"))
+    if (e.path().filename().string().find("_13_dev.tsv") != std::string::npos) {
+      victim = e.path();
+      break;
+    }
+  REQUIRE(!victim.empty());
+  std::string text = read_text(victim);
+  auto nl = text.find('\n');
+  auto second_end = text.find('\n', nl + 1);
+  std::string line2 = text.substr(nl + 1, second_end - nl - 1);
+  std::string broken = line2;
+  for (auto& c : broken)
+    if (c == '\t') c = ' ';
+  write_text(victim, text.substr(0, nl + 1) + broken + text.substr(second_end));
+  r = run_tlmoe("preprocess --config " + cfg + sets);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains(victim.filename().string() + ":2"));
+
+  // A task listed in the splits without a folder: exit 2 naming the task.
+  write_text(victim, text);
+  fs::remove_all(victim.parent_path());
+  r = run_tlmoe("preprocess --config " + cfg + sets);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains(victim.parent_path().filename().string()));
+
+  // A missing data dir: exit 2.
+  r = run_tlmoe("preprocess --config " + cfg + " --set data.dir=" + (d / "nowhere").string());
+  CHECK(r.exit_code == 2);
+}
+
+TEST_CASE("gym refuses to overwrite an unrelated non-empty directory", "[cli]") {
+  TempDir d;
+  write_text(d / "mine/precious.txt", "keep me");
+  auto r = run_tlmoe("gym --out " + (d / "mine").string());
+  CHECK(r.exit_code == 2);
+  CHECK(read_text(d / "mine/precious.txt") == "keep me");
+}

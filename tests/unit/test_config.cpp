@@ -1,0 +1,194 @@
+// Config: precedence, base files, overrides, and every error kind.
+#include <catch2/catch.hpp>
+
+#include "common/error.h"
+#include "config/config.h"
+#include "test_util.h"
+
+using tlmoe::ConfigError;
+using tlmoe::ConfigSources;
+using tlmoe::load_config;
+using tlmoe::test::TempDir;
+using tlmoe::test::write_text;
+
+namespace {
+// Returns the message of the ConfigError thrown by load_config, or "" if none was thrown.
+std::string config_error(const ConfigSources& src) {
+  try {
+    load_config(src);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("defaults are the reference's stage-1 hyperparameters (SPEC §3.4)", "[config]") {
+  auto c = tlmoe::Config::defaults();
+  CHECK(c.routing.tau0 == 2.0);
+  CHECK(c.routing.tau_min == 0.1);
+  CHECK(c.routing.anneal_rate == 3e-4);
+  CHECK(c.train.lr == 1e-5);
+  CHECK(c.train.router_lr == 1e-3);
+  CHECK(c.train.task_lr == 1e-2);
+  CHECK(c.train.batch_size == 16);
+  CHECK(c.train.grad_accum == 2);
+  CHECK(c.train.clip_norm == 0.1);
+  CHECK(c.model.experts == 3);
+  CHECK(c.routing.hidden == 64);
+  CHECK(c.routing.router == "layer_mlp");
+  CHECK(c.routing.selection == "gumbel_st");
+  CHECK(c.adapt.lrs == std::vector<double>{1e-5, 2e-5, 5e-5});
+  CHECK(c.adapt.batch_sizes == std::vector<std::int64_t>{2, 4, 8});
+  CHECK(c.model.vanilla_encoder_layers.empty());
+  // and a no-source load equals the defaults
+  CHECK(tlmoe::to_yaml(load_config({})) == tlmoe::to_yaml(c));
+}
+
+TEST_CASE("precedence: defaults < base < file < --set, later --set wins", "[config]") {
+  TempDir d;
+  write_text(d / "sub/base.yaml",
+             "model:\n  d_model: 128\n  heads: 4\n  experts: 5\ntrain:\n  steps: 10\n");
+  write_text(d / "main.yaml", "base: sub/base.yaml\nmodel:\n  experts: 2\ntrain:\n  lr: 0.001\n");
+  auto c = load_config({(d / "main.yaml").string(), {"train.steps=99", "train.steps=7", "adapt.lrs=[0.1, 0.2]"}});
+  CHECK(c.model.d_model == 128);    // from base
+  CHECK(c.model.heads == 4);        // from base
+  CHECK(c.model.experts == 2);      // file beats base
+  CHECK(c.train.lr == 0.001);       // file
+  CHECK(c.train.steps == 7);        // last --set wins over base and earlier --set
+  CHECK(c.adapt.lrs == std::vector<double>{0.1, 0.2});
+  CHECK(c.model.ffn_dim == 3072);   // untouched default
+}
+
+TEST_CASE("base chains resolve relative to the naming file, deepest first", "[config]") {
+  TempDir d;
+  write_text(d / "a/b/root.yaml", "train:\n  steps: 1\n  seed: 5\n");
+  write_text(d / "a/mid.yaml", "base: b/root.yaml\ntrain:\n  steps: 2\n");
+  write_text(d / "top.yaml", "base: a/mid.yaml\n");
+  auto c = load_config({(d / "top.yaml").string(), {}});
+  CHECK(c.train.steps == 2);
+  CHECK(c.train.seed == 5);
+}
+
+TEST_CASE("circular base chains are refused", "[config]") {
+  TempDir d;
+  write_text(d / "x.yaml", "base: y.yaml\n");
+  write_text(d / "y.yaml", "base: x.yaml\n");
+  auto msg = config_error({(d / "x.yaml").string(), {}});
+  CHECK_THAT(msg, Catch::Contains("circular base chain"));
+}
+
+TEST_CASE("unknown keys name file, line, key and the nearest valid key", "[config]") {
+  TempDir d;
+  write_text(d / "c.yaml", "model:\n  d_model: 64\n  heads: 4\n  dmodel: 32\n");
+  auto msg = config_error({(d / "c.yaml").string(), {}});
+  CHECK_THAT(msg, Catch::Contains("c.yaml:4"));
+  CHECK_THAT(msg, Catch::Contains("'model.dmodel'"));
+  CHECK_THAT(msg, Catch::Contains("did you mean 'model.d_model'"));
+
+  write_text(d / "s.yaml", "trian:\n  steps: 3\n");
+  msg = config_error({(d / "s.yaml").string(), {}});
+  CHECK_THAT(msg, Catch::Contains("s.yaml:1"));
+  CHECK_THAT(msg, Catch::Contains("did you mean 'train'"));
+
+  msg = config_error({"", {"routing.tau_mn=0.5"}});
+  CHECK_THAT(msg, Catch::Contains("--set routing.tau_mn=0.5"));
+  CHECK_THAT(msg, Catch::Contains("did you mean 'routing.tau_min'"));
+}
+
+TEST_CASE("wrong types are refused with file, line and key path", "[config]") {
+  TempDir d;
+  write_text(d / "t.yaml", "train:\n  steps: 10\n  batch_size: many\n");
+  auto msg = config_error({(d / "t.yaml").string(), {}});
+  CHECK_THAT(msg, Catch::Contains("t.yaml:3"));
+  CHECK_THAT(msg, Catch::Contains("train.batch_size"));
+  CHECK_THAT(msg, Catch::Contains("expected int"));
+
+  CHECK_THAT(config_error({"", {"train.steps=2.5"}}), Catch::Contains("expected int"));
+  CHECK_THAT(config_error({"", {"train.length_bucketing=maybe"}}), Catch::Contains("expected bool"));
+  CHECK_THAT(config_error({"", {"adapt.lrs=0.1"}}), Catch::Contains("expected list of float"));
+  CHECK_THAT(config_error({"", {"adapt.batch_sizes=[2, x]"}}), Catch::Contains("expected list of int"));
+  CHECK_THAT(config_error({"", {"model={}"}}), Catch::Contains("is a section"));
+}
+
+TEST_CASE("out-of-range and invalid enum values are refused", "[config]") {
+  TempDir d;
+  write_text(d / "r.yaml", "model:\n  dropout: 1.5\n");
+  auto msg = config_error({(d / "r.yaml").string(), {}});
+  CHECK_THAT(msg, Catch::Contains("r.yaml:2"));
+  CHECK_THAT(msg, Catch::Contains("model.dropout"));
+  CHECK_THAT(msg, Catch::Contains("above the maximum"));
+
+  CHECK_THAT(config_error({"", {"train.steps=0"}}), Catch::Contains("below the minimum"));
+  CHECK_THAT(config_error({"", {"adapt.batch_sizes=[4, 0]"}}), Catch::Contains("below the minimum"));
+  msg = config_error({"", {"routing.router=unknown_router"}});
+  CHECK_THAT(msg, Catch::Contains("'unknown_router' is not one of"));
+  CHECK_THAT(msg, Catch::Contains("layer_mlp"));
+}
+
+TEST_CASE("cross-field rules", "[config]") {
+  CHECK_THAT(config_error({"", {"model.experts=2", "routing.top_k=3"}}),
+             Catch::Contains("routing.top_k (3) must be <= model.experts (2)"));
+  CHECK_THAT(config_error({"", {"model.d_model=100", "model.heads=12"}}), Catch::Contains("must divide"));
+  CHECK_THAT(config_error({"", {"model.encoder_layers=2", "model.vanilla_encoder_layers=[0, 2]"}}),
+             Catch::Contains("out of range"));
+  CHECK_THAT(config_error({"", {"routing.tau0=0.01"}}), Catch::Contains("tau_min must be <= routing.tau0"));
+  CHECK_THAT(config_error({"", {"eval.pearson_fallback=abc"}}), Catch::Contains("expected 'nan' or a number"));
+  CHECK(config_error({"", {"eval.pearson_fallback=3.0"}}).empty());
+}
+
+TEST_CASE("malformed files and overrides", "[config]") {
+  TempDir d;
+  CHECK_THAT(config_error({(d / "missing.yaml").string(), {}}), Catch::Contains("config file not found"));
+  write_text(d / "bad.yaml", "model:\n  d_model: [1, 2\n  heads: 3\n");
+  CHECK_THAT(config_error({(d / "bad.yaml").string(), {}}), Catch::Contains("YAML syntax error"));
+  write_text(d / "list.yaml", "- a\n- b\n");
+  CHECK_THAT(config_error({(d / "list.yaml").string(), {}}), Catch::Contains("top level must be a mapping"));
+  write_text(d / "sec.yaml", "model: 3\n");
+  CHECK_THAT(config_error({(d / "sec.yaml").string(), {}}), Catch::Contains("is a section"));
+  write_text(d / "nobase.yaml", "base: nowhere.yaml\n");
+  CHECK_THAT(config_error({(d / "nobase.yaml").string(), {}}), Catch::Contains("base file not found"));
+  write_text(d / "null.yaml", "train:\n  steps:\n");
+  CHECK_THAT(config_error({(d / "null.yaml").string(), {}}), Catch::Contains("has no value"));
+  CHECK_THAT(config_error({"", {"train.steps"}}), Catch::Contains("expected section.key=value"));
+}
+
+TEST_CASE("the resolved YAML loads back to the same config", "[config]") {
+  TempDir d;
+  auto c = load_config({"", {"model.vanilla_decoder_layers=[1, 3]", "data.dir=some dir/x", "train.lr=3e-05",
+                             "adapt.lrs=[1e-4]", "reference_compat=true"}});
+  write_text(d / "resolved.yaml", tlmoe::to_yaml(c));
+  auto c2 = load_config({(d / "resolved.yaml").string(), {}});
+  CHECK(tlmoe::to_yaml(c2) == tlmoe::to_yaml(c));
+  CHECK(c2.model.vanilla_decoder_layers == std::vector<std::int64_t>{1, 3});
+  CHECK(c2.data.dir == "some dir/x");
+  CHECK(c2.train.lr == 3e-5);
+  CHECK(c2.reference_compat);
+}
+
+TEST_CASE("data paths default under data.dir", "[config]") {
+  auto c = load_config({"", {"data.dir=/d", "data.tasks=/elsewhere/t.json"}});
+  CHECK(tlmoe::splits_path(c) == "/d/splits.json");
+  CHECK(tlmoe::tasks_path(c) == "/elsewhere/t.json");
+  CHECK(tlmoe::cache_dir(c) == "/d/.tlmoe-cache");
+}
+
+TEST_CASE("docs/config.md is generated from the declarations and up to date", "[config]") {
+  const std::string path = tlmoe::test::source_dir() + "/docs/config.md";
+  REQUIRE(std::filesystem::exists(path));
+  auto on_disk = tlmoe::test::read_text(path);
+  INFO("regenerate with: make docs");
+  CHECK(on_disk == tlmoe::config_reference_markdown());
+  // every key appears in the reference
+  for (const auto& k : tlmoe::config_keys()) {
+    auto leaf = k.substr(k.find('.') + 1);
+    CHECK_THAT(on_disk, Catch::Contains("`" + leaf + "`"));
+  }
+}
+
+TEST_CASE("the shipped configs load", "[config]") {
+  for (const char* f : {"configs/quickstart.yaml"}) {
+    INFO(f);
+    CHECK_NOTHROW(load_config({tlmoe::test::source_dir() + "/" + f, {}}));
+  }
+}
