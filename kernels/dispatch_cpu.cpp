@@ -55,7 +55,7 @@ torch::Tensor gather_rows_cpu(const torch::Tensor& x, const torch::Tensor& rows)
   return out;
 }
 
-torch::Tensor scatter_add_rows_cpu(const torch::Tensor& xs, const torch::Tensor& rows, int64_t batch) {
+torch::Tensor scatter_add_rows(const torch::Tensor& xs, const torch::Tensor& rows, int64_t batch) {
   std::vector<int64_t> shape(xs.sizes().begin(), xs.sizes().end());
   shape[0] = batch;
   torch::Tensor out = torch::zeros(shape, xs.options());
@@ -76,7 +76,7 @@ torch::Tensor combine_rows_cpu(const torch::Tensor& ys, const torch::Tensor& w, 
   return (picked.view(sizes) * w.view(wshape)).sum(1);
 }
 
-std::pair<torch::Tensor, torch::Tensor> combine_rows_backward_cpu(const torch::Tensor& dy, const torch::Tensor& ys,
+std::pair<torch::Tensor, torch::Tensor> combine_rows_backward(const torch::Tensor& dy, const torch::Tensor& ys,
                                                                   const torch::Tensor& w,
                                                                   const torch::Tensor& slot_of) {
   const int64_t B = slot_of.size(0), K = slot_of.size(1);

@@ -1,0 +1,86 @@
+#include "model/layers.h"
+
+namespace tlmoe::model {
+
+torch::nn::Linear make_linear(int64_t in, int64_t out, double init_std) {
+  torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(true));
+  torch::NoGradGuard g;
+  l->weight.normal_(0.0, init_std);
+  l->bias.zero_();
+  return l;
+}
+
+namespace {
+torch::nn::LayerNorm make_layer_norm(int64_t d, double eps) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(eps));
+}
+}  // namespace
+
+AttentionImpl::AttentionImpl(int64_t d_model, int64_t heads, double dropout, double init_std)
+    : heads_(heads), dropout_(dropout) {
+  TORCH_CHECK(d_model % heads == 0, "Attention: d_model ", d_model, " is not divisible by heads ", heads);
+  k_proj = register_module("k_proj", make_linear(d_model, d_model, init_std));
+  v_proj = register_module("v_proj", make_linear(d_model, d_model, init_std));
+  q_proj = register_module("q_proj", make_linear(d_model, d_model, init_std));
+  out_proj = register_module("out_proj", make_linear(d_model, d_model, init_std));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& mask,
+                                     bool causal) {
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2), H = heads_, hd = D / H;
+  const torch::Tensor& src = kv.defined() ? kv : x;
+  const int64_t S = src.size(1);
+  auto q = q_proj(x).view({B, T, H, hd}).transpose(1, 2);    // [B,H,T,hd]
+  auto k = k_proj(src).view({B, S, H, hd}).transpose(1, 2);  // [B,H,S,hd]
+  auto v = v_proj(src).view({B, S, H, hd}).transpose(1, 2);  // [B,H,S,hd]
+  torch::Tensor attn_mask = mask;
+  if (causal) {
+    auto tri = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).tril(S - T);
+    attn_mask = attn_mask.defined() ? attn_mask.logical_and(tri) : tri;
+  }
+  auto o = at::scaled_dot_product_attention(q, k, v, attn_mask, is_training() ? dropout_ : 0.0,
+                                            /*is_causal=*/false);          // [B,H,T,hd]
+  return out_proj(o.transpose(1, 2).reshape({B, T, D}));                   // [B,T,D]
+}
+
+EncoderLayerImpl::EncoderLayerImpl(const LayerOptions& o) : o_(o) {
+  self_attn = register_module("self_attn", Attention(o.d_model, o.heads, o.attention_dropout, o.init_std));
+  self_attn_layer_norm = register_module("self_attn_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
+  fc1 = register_module("fc1", make_linear(o.d_model, o.ffn_dim, o.init_std));
+  fc2 = register_module("fc2", make_linear(o.ffn_dim, o.d_model, o.init_std));
+  final_layer_norm = register_module("final_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
+}
+
+torch::Tensor EncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
+  const bool tr = is_training();
+  auto h = torch::dropout(self_attn(x, torch::Tensor(), mask, false), o_.dropout, tr);
+  h = self_attn_layer_norm(x + h);
+  auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);
+  f = torch::dropout(fc2(f), o_.dropout, tr);
+  return final_layer_norm(h + f);
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const LayerOptions& o) : o_(o) {
+  self_attn = register_module("self_attn", Attention(o.d_model, o.heads, o.attention_dropout, o.init_std));
+  self_attn_layer_norm = register_module("self_attn_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
+  encoder_attn = register_module("encoder_attn", Attention(o.d_model, o.heads, o.attention_dropout, o.init_std));
+  encoder_attn_layer_norm =
+      register_module("encoder_attn_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
+  fc1 = register_module("fc1", make_linear(o.d_model, o.ffn_dim, o.init_std));
+  fc2 = register_module("fc2", make_linear(o.ffn_dim, o.d_model, o.init_std));
+  final_layer_norm = register_module("final_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& enc,
+                                        const torch::Tensor& enc_mask) {
+  const bool tr = is_training();
+  auto h = torch::dropout(self_attn(x, torch::Tensor(), torch::Tensor(), true), o_.dropout, tr);
+  h = self_attn_layer_norm(x + h);
+  auto c = torch::dropout(encoder_attn(h, enc, enc_mask, false), o_.dropout, tr);
+  h = encoder_attn_layer_norm(h + c);
+  auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);
+  f = torch::dropout(fc2(f), o_.dropout, tr);
+  return final_layer_norm(h + f);
+}
+
+}  // namespace tlmoe::model

@@ -1,0 +1,83 @@
+// BART building blocks (SPEC §1.1): multi-head attention and post-LayerNorm encoder/decoder
+// layers with exactly Hugging Face BART's parameter names, so that a facebook/bart-base state
+// dict maps onto them one to one:
+//   self_attn.{q,k,v,out}_proj.{weight,bias}  self_attn_layer_norm.{weight,bias}
+//   encoder_attn.{q,k,v,out}_proj.*           encoder_attn_layer_norm.*      (decoder only)
+//   fc1.*  fc2.*  final_layer_norm.*
+#pragma once
+
+#include <torch/torch.h>
+
+namespace tlmoe::model {
+
+struct LayerOptions {
+  int64_t d_model = 768;
+  int64_t heads = 12;
+  int64_t ffn_dim = 3072;
+  double dropout = 0.1;
+  double attention_dropout = 0.1;
+  double activation_dropout = 0.1;
+  double layer_norm_eps = 1e-5;
+  double init_std = 0.02;
+};
+
+// Masks shared by every layer of one forward pass.
+struct AttentionMasks {
+  torch::Tensor encoder;  // [B,1,1,S] bool, true = attend (source padding)
+  bool decoder_causal = true;
+};
+
+// Multi-head attention, BART layout: q is scaled by head_dim^-0.5 (inside SDPA), dropout on
+// the attention probabilities, separate q/k/v/out projections with biases.
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(int64_t d_model, int64_t heads, double dropout, double init_std);
+  // x [B,T,D]; kv [B,S,D] (undefined = self-attention on x); mask [B,1,T|1,S] bool or undefined.
+  // Returns [B,T,D].
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& mask,
+                        bool causal);
+
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+
+ private:
+  int64_t heads_;
+  double dropout_;
+};
+TORCH_MODULE(Attention);
+
+// Post-LN encoder layer: x = LN(x + drop(SelfAttn(x))); x = LN(x + drop(fc2(drop_act(gelu(fc1(x)))))).
+class EncoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit EncoderLayerImpl(const LayerOptions& o);
+  torch::Tensor forward(const torch::Tensor& x /*[B,S,D]*/, const torch::Tensor& mask /*[B,1,1,S]*/);
+
+  Attention self_attn{nullptr};
+  torch::nn::LayerNorm self_attn_layer_norm{nullptr}, final_layer_norm{nullptr};
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+
+ private:
+  LayerOptions o_;
+};
+TORCH_MODULE(EncoderLayer);
+
+// Post-LN decoder layer: causal self-attention, cross-attention over the encoder states, FFN.
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const LayerOptions& o);
+  torch::Tensor forward(const torch::Tensor& x /*[B,T,D]*/, const torch::Tensor& enc /*[B,S,D]*/,
+                        const torch::Tensor& enc_mask /*[B,1,1,S]*/);
+
+  Attention self_attn{nullptr}, encoder_attn{nullptr};
+  torch::nn::LayerNorm self_attn_layer_norm{nullptr}, encoder_attn_layer_norm{nullptr},
+      final_layer_norm{nullptr};
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+
+ private:
+  LayerOptions o_;
+};
+TORCH_MODULE(DecoderLayer);
+
+// HF BART initialisation of a Linear: weight ~ N(0, std), bias = 0.
+torch::nn::Linear make_linear(int64_t in, int64_t out, double init_std);
+
+}  // namespace tlmoe::model
