@@ -1,7 +1,10 @@
-// tlmoe bench dispatch|train|generate [--config C]
+// tlmoe bench dispatch|train|generate [--config C] [--out FILE]
+#include <iostream>
 #include <memory>
 
 #include "commands.h"
+#include "io/atomic_file.h"
+#include "train/bench.h"
 
 namespace tlmoe::app {
 
@@ -9,6 +12,8 @@ void setup_bench(CLI::App& app) {
   struct Opts {
     ConfigOptions config;
     std::string what;
+    std::string out;
+    train::BenchTrainOptions train;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("bench", "Throughput benchmarks, reported as ratios measured in one run");
@@ -16,9 +21,15 @@ void setup_bench(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"dispatch", "train", "generate"}));
   add_config_options(cmd, o->config, false);
+  cmd->add_option("--out", o->out, "Also write the report as JSON to this file");
+  cmd->add_option("--steps", o->train.steps, "Timed steps per variant and round (train)")->capture_default_str();
+  cmd->add_option("--rounds", o->train.rounds, "Interleaved rounds; the best counts (train)")->capture_default_str();
   cmd->callback([o] {
-    if (o->what == "train") not_implemented("bench train", "issue #3: the TL-MoE model and trainer");
-    not_implemented("bench " + o->what, "issue #6: dispatch kernels and benchmarks");
+    if (o->what != "train") not_implemented("bench " + o->what, "issue #6: dispatch kernels and benchmarks");
+    Config cfg = load_config(o->config.sources());
+    auto rep = train::bench_train(cfg, o->train, std::cerr);
+    std::cout << train::format_bench_table(rep);
+    if (!o->out.empty()) io::write_file_atomic(o->out, rep.dump(2) + "\n");
   });
 }
 

@@ -69,6 +69,8 @@ struct RoutingConfig {
   std::int64_t random_n;
   double epsilon;
   std::string eval_routes;        // argmax | sample
+  std::string init_from;          // checkpoint whose router and task table are loaded (stage 2)
+  bool freeze;                    // keep the router fixed (stage 2)
 };
 
 struct TaskRepConfig {

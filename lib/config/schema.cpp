@@ -244,8 +244,8 @@ std::vector<FieldSpec> declare() {
   d.add<S>("data.cache_dir", TLMOE_GET(data.cache_dir), "", pre,
            "Where preprocess writes the tokenizer, token caches and task representations. Empty: {data.dir}/.tlmoe-cache.");
   d.add<S>("data.upstream_source", TLMOE_GET(data.upstream_source), "kshot", pre,
-           "Upstream training examples: 'kshot' = the union of every k-shot train file (the reference); 'full' = {task}_full_train.tsv files (the embedded gym ships them).",
-           one_of({"kshot", "full"}));
+           "Upstream training examples: 'kshot' = the union of every k-shot train file (the TL-MoE reference); 'kshot_train_dev' = train and dev files (CrossFit's multi-task baseline); 'full' = {task}_full_train.tsv files (the embedded gym ships them).",
+           one_of({"kshot", "kshot_train_dev", "full"}));
   d.add<I>("data.max_input_len", TLMOE_GET(data.max_input_len), 512, pre,
            "Maximum input length in tokens, <s> and </s> included; longer inputs are truncated.", range(4, 1 << 20));
   d.add<I>("data.max_output_len", TLMOE_GET(data.max_output_len), 64, pre,
@@ -316,6 +316,10 @@ std::vector<FieldSpec> declare() {
                 "Exploration: probability of replacing a (layer, example) route by a random one-hot while training.", range(0, 1));
   d.add<S>("routing.eval_routes", TLMOE_GET(routing.eval_routes), "argmax", mdl,
            "Evaluation routes in gumbel modes: argmax (deterministic) or sample (the reference).", one_of({"argmax", "sample"}));
+  d.add<S>("routing.init_from", TLMOE_GET(routing.init_from), "", trn,
+           "Checkpoint directory whose router and task table initialise this run (stage 2 of the paper's two-stage training). Empty: fresh router.");
+  d.add<bool>("routing.freeze", TLMOE_GET(routing.freeze), false, trn,
+           "Keep the router's parameters fixed during training (stage 2).");
 
   // ---- task representations ----
   d.add<S>("task_rep.kind", TLMOE_GET(task_rep.kind), "learned", mdl,

@@ -252,8 +252,11 @@ void Seq2SeqImpl::init_from_dense(const std::map<std::string, torch::Tensor>& de
     }
     return it->second.to(like.device(), like.scalar_type());
   };
+  // Only the backbone: a subclass's routing state (task table, router) is not in a dense model.
+  auto backbone = [](const std::string& n) { return n.rfind("model.", 0) == 0 || n == "final_logits_bias"; };
   for (auto& item : params) {
     const std::string& name = item.key();
+    if (!backbone(name)) continue;
     torch::Tensor& p = item.value();
     // model.encoder.layers.3.experts.1.fc1.weight  ->  model.encoder.layers.3.fc1.weight
     std::string dense_name = name;
@@ -270,7 +273,8 @@ void Seq2SeqImpl::init_from_dense(const std::map<std::string, torch::Tensor>& de
       p.add_(noise * noise_std);
     }
   }
-  for (auto& item : buffers) item.value().copy_(fetch(item.key(), item.value()));
+  for (auto& item : buffers)
+    if (backbone(item.key())) item.value().copy_(fetch(item.key(), item.value()));
 }
 
 }  // namespace tlmoe::model

@@ -1,0 +1,384 @@
+#include "data/task_meta.h"
+
+#include <algorithm>
+#include <set>
+#include <stdexcept>
+#include <system_error>
+
+#include "common/error.h"
+#include "io/atomic_file.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;  // keeps file order, so errors follow the file
+
+namespace tlmoe::data {
+
+namespace {
+
+// A parsed JSON file together with its text, so that semantic errors can name a line too.
+struct JsonDoc {
+  json value;
+  std::string text;
+  std::string file;
+};
+
+std::size_t line_at(const std::string& text, std::size_t byte) {
+  byte = std::min(byte, text.size());
+  return 1 + static_cast<std::size_t>(
+                 std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(byte), '\n'));
+}
+
+// The line of the first `"key"` that is followed by ':' (an object key), searching from
+// `from`; 0 when not found (then the error names the file only).
+std::size_t line_of_key(const std::string& text, const std::string& key, std::size_t from = 0) {
+  const std::string quoted = "\"" + key + "\"";
+  for (std::size_t p = text.find(quoted, from); p != std::string::npos; p = text.find(quoted, p + 1)) {
+    std::size_t q = p + quoted.size();
+    while (q < text.size() && (text[q] == ' ' || text[q] == '\t' || text[q] == '\r' || text[q] == '\n')) ++q;
+    if (q < text.size() && text[q] == ':') return line_at(text, p);
+  }
+  return 0;
+}
+
+// nlohmann's message is "[json.exception.parse_error.101] parse error at line 3, column 5: what";
+// keep "what" and the column (the line goes into the DataError).
+std::string parse_error_text(const json::parse_error& e) {
+  std::string msg = e.what();
+  std::size_t bracket = msg.find("] ");
+  if (bracket != std::string::npos) msg = msg.substr(bracket + 2);
+  std::size_t at_line = msg.find("at line ");
+  std::size_t colon = msg.find(": ");
+  if (at_line != std::string::npos && colon != std::string::npos && at_line < colon) {
+    std::size_t column = msg.find("column ", at_line);
+    std::string where =
+        column != std::string::npos && column < colon ? msg.substr(column, colon - column) : "";
+    msg = msg.substr(colon + 2) + (where.empty() ? "" : " (" + where + ")");
+  }
+  return "JSON syntax error: " + msg;
+}
+
+JsonDoc load_doc(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw DataError(path.string(), 0, "file does not exist");
+  JsonDoc doc;
+  doc.file = path.string();
+  doc.text = io::read_file(path);
+  try {
+    doc.value = json::parse(doc.text);
+  } catch (const json::parse_error& e) {
+    std::size_t byte = e.byte == 0 ? 0 : e.byte - 1;  // e.byte is 1-based
+    throw DataError(doc.file, line_at(doc.text, byte), parse_error_text(e));
+  }
+  return doc;
+}
+
+std::string json_type(const json& v) { return v.type_name(); }
+
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
+  return out;
+}
+
+// A list of task names (one value of splits.json).
+std::vector<std::string> task_list(const JsonDoc& doc, const std::string& key) {
+  const std::size_t line = line_of_key(doc.text, key);
+  const json& v = doc.value.at(key);
+  if (!v.is_array())
+    throw DataError(doc.file, line, "\"" + key + "\" must be a list of task names, got " + json_type(v));
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (!v[i].is_string())
+      throw DataError(
+          doc.file, line,
+          "\"" + key + "\" entry " + std::to_string(i + 1) + " must be a string, got " + json_type(v[i]));
+    std::string name = v[i].get<std::string>();
+    if (!is_valid_task_name(name))
+      throw DataError(
+          doc.file, line,
+          "\"" + key + "\" entry " + std::to_string(i + 1) + ": invalid task name '" + name + "'");
+    if (!seen.insert(name).second)
+      throw DataError(doc.file, line, "\"" + key + "\" lists '" + name + "' twice");
+    out.push_back(std::move(name));
+  }
+  return out;
+}
+
+std::string get_string_field(const JsonDoc& doc, const json& entry, const std::string& task,
+                             const std::string& field, std::size_t line) {
+  auto it = entry.find(field);
+  if (it == entry.end()) return "";
+  if (!it->is_string())
+    throw DataError(doc.file, line,
+                    "task '" + task + "': \"" + field + "\" must be a string, got " + json_type(*it));
+  return it->get<std::string>();
+}
+
+void check_metric(const JsonDoc& doc, const std::string& task, const std::string& metric, std::size_t line) {
+  const auto& known = known_metrics();
+  if (std::find(known.begin(), known.end(), metric) == known.end())
+    throw DataError(
+        doc.file, line,
+        "task '" + task + "': unknown metric '" + metric + "' (expected one of " + join(known, ", ") + ")");
+}
+
+TaskInfo task_from_object(const JsonDoc& doc, const std::string& task, const json& entry, std::size_t line) {
+  static const std::set<std::string> kFields = {"category", "sub_category", "metric", "labels",
+                                                "instruction"};
+  for (const auto& [field, value] : entry.items()) {
+    if (!kFields.count(field))
+      throw DataError(doc.file, line,
+                      "task '" + task + "': unknown field \"" + field +
+                          "\" (expected category, sub_category, metric, labels, instruction)");
+  }
+  TaskInfo info;
+  info.name = task;
+  info.category = get_string_field(doc, entry, task, "category", line);
+  info.sub_category = get_string_field(doc, entry, task, "sub_category", line);
+  info.instruction = get_string_field(doc, entry, task, "instruction", line);
+  if (!entry.contains("metric")) throw DataError(doc.file, line, "task '" + task + "': missing \"metric\"");
+  info.metric = get_string_field(doc, entry, task, "metric", line);
+  check_metric(doc, task, info.metric, line);
+  if (auto it = entry.find("labels"); it != entry.end()) {
+    if (!it->is_array())
+      throw DataError(doc.file, line, "task '" + task + "': \"labels\" must be a list of strings");
+    for (const auto& l : *it) {
+      if (!l.is_string())
+        throw DataError(doc.file, line, "task '" + task + "': \"labels\" must be a list of strings");
+      info.labels.push_back(l.get<std::string>());
+    }
+  }
+  return info;
+}
+
+}  // namespace
+
+json read_json_file(const fs::path& path) { return load_doc(path).value; }
+
+bool is_valid_task_name(std::string_view name) {
+  if (name.empty() || name == "." || name == "..") return false;
+  for (char c : name) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '/' || c == '\\' || u <= 0x20 || u == 0x7F) return false;
+  }
+  return true;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// ---- splits ---------------------------------------------------------------------------------
+
+std::string TaskSplits::partition_of(std::string_view task) const {
+  auto in = [&](const std::vector<std::string>& v) { return std::find(v.begin(), v.end(), task) != v.end(); };
+  if (in(train)) return "train";
+  if (in(dev)) return "dev";
+  if (in(test)) return "test";
+  return "";
+}
+
+TaskSplits load_splits(const fs::path& path) {
+  const JsonDoc doc = load_doc(path);
+  if (!doc.value.is_object())
+    throw DataError(doc.file, 0,
+                    "expected an object with keys all, train, dev, test; got " + json_type(doc.value));
+  static const std::vector<std::string> kKeys = {"all", "train", "dev", "test"};
+  for (const auto& [key, value] : doc.value.items()) {
+    if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end())
+      throw DataError(doc.file, line_of_key(doc.text, key),
+                      "unknown key \"" + key + "\" (expected all, train, dev, test)");
+  }
+  for (const auto& key : kKeys) {
+    if (!doc.value.contains(key)) throw DataError(doc.file, 0, "missing key \"" + key + "\"");
+  }
+  TaskSplits s;
+  s.source = doc.file;
+  s.all = task_list(doc, "all");
+  s.train = task_list(doc, "train");
+  s.dev = task_list(doc, "dev");
+  s.test = task_list(doc, "test");
+
+  const std::set<std::string> all(s.all.begin(), s.all.end());
+  std::map<std::string, std::string> owner;  // task -> the partition listing it
+  for (const auto& [key, list] : {std::pair<std::string, const std::vector<std::string>*>{"train", &s.train},
+                                  {"dev", &s.dev},
+                                  {"test", &s.test}}) {
+    for (const auto& t : *list) {
+      if (!all.count(t))
+        throw DataError(doc.file, line_of_key(doc.text, key),
+                        "task '" + t + "' is in \"" + key + "\" but not in \"all\"");
+      auto [it, fresh] = owner.emplace(t, key);
+      if (!fresh)
+        throw DataError(doc.file, line_of_key(doc.text, key),
+                        "task '" + t + "' is in both \"" + it->second + "\" and \"" + key + "\"");
+    }
+  }
+  return s;
+}
+
+// ---- tasks ----------------------------------------------------------------------------------
+
+const std::vector<std::string>& known_metrics() {
+  static const std::vector<std::string> kMetrics = {
+      "EM", "ACC", "QA-F1", "Classification-F1", "Matthew-Correlation", "Pearson-Correlation", "Rouge-L"};
+  return kMetrics;
+}
+
+TaskTable::TaskTable(std::vector<TaskInfo> tasks, std::string source)
+    : tasks_(std::move(tasks)), source_(std::move(source)) {
+  std::sort(tasks_.begin(), tasks_.end(),
+            [](const TaskInfo& a, const TaskInfo& b) { return a.name < b.name; });
+  for (std::size_t i = 0; i < tasks_.size(); ++i) {
+    if (i > 0 && tasks_[i].name == tasks_[i - 1].name)
+      throw DataError(source_, 0, "task '" + tasks_[i].name + "' is defined twice");
+    names_.push_back(tasks_[i].name);
+  }
+}
+
+bool TaskTable::contains(std::string_view name) const {
+  return std::binary_search(names_.begin(), names_.end(), name);
+}
+
+std::int64_t TaskTable::id(std::string_view name) const {
+  auto it = std::lower_bound(names_.begin(), names_.end(), name);
+  if (it == names_.end() || *it != name) {
+    std::string msg = "unknown task '" + std::string(name) + "'";
+    std::string s = suggest(name);
+    if (!s.empty()) msg += " (did you mean '" + s + "'?)";
+    throw DataError(source_, 0, msg);
+  }
+  return it - names_.begin();
+}
+
+const TaskInfo& TaskTable::info(std::string_view name) const {
+  return tasks_[static_cast<std::size_t>(id(name))];
+}
+
+const TaskInfo& TaskTable::info(std::int64_t id) const {
+  if (id < 0 || static_cast<std::size_t>(id) >= tasks_.size())
+    throw std::out_of_range("task id " + std::to_string(id) + " out of range [0, " +
+                            std::to_string(tasks_.size()) + ")");
+  return tasks_[static_cast<std::size_t>(id)];
+}
+
+std::string TaskTable::suggest(std::string_view name) const {
+  // Ties go to the longer common prefix ("t-b" suggests "t-bb" over "t-a").
+  auto common_prefix = [&](const std::string& n) {
+    std::size_t i = 0;
+    while (i < n.size() && i < name.size() && n[i] == name[i]) ++i;
+    return i;
+  };
+  std::string best;
+  std::size_t best_d = std::string::npos;
+  for (const auto& n : names_) {
+    std::size_t d = edit_distance(name, n);
+    if (d < best_d || (d == best_d && common_prefix(n) > common_prefix(best))) best_d = d, best = n;
+  }
+  const std::size_t limit = std::max<std::size_t>(2, name.size() / 3);
+  return best_d <= limit ? best : "";
+}
+
+TaskTable load_tasks(const fs::path& path) {
+  const JsonDoc doc = load_doc(path);
+  if (!doc.value.is_object() || doc.value.empty())
+    throw DataError(doc.file, 0,
+                    "expected a non-empty object {\"<task>\": {...}} (or {\"<task>\": \"<metric>\"})");
+  // The form is decided by the first entry: metric map (strings) or full entries (objects).
+  const bool metric_map = doc.value.begin()->is_string();
+  std::vector<TaskInfo> tasks;
+  for (const auto& [task, entry] : doc.value.items()) {
+    const std::size_t line = line_of_key(doc.text, task);
+    if (!is_valid_task_name(task)) throw DataError(doc.file, line, "invalid task name '" + task + "'");
+    if (metric_map) {
+      if (!entry.is_string())
+        throw DataError(
+            doc.file, line,
+            "task '" + task + "': expected a metric name like the other entries, got " + json_type(entry));
+      TaskInfo info;
+      info.name = task;
+      info.metric = entry.get<std::string>();
+      check_metric(doc, task, info.metric, line);
+      tasks.push_back(std::move(info));
+    } else {
+      if (!entry.is_object())
+        throw DataError(doc.file, line, "task '" + task + "': expected an object, got " + json_type(entry));
+      tasks.push_back(task_from_object(doc, task, entry, line));
+    }
+  }
+  return TaskTable(std::move(tasks), doc.file);
+}
+
+std::map<std::string, std::string> load_task_metrics(const fs::path& path) {
+  const JsonDoc doc = load_doc(path);
+  if (!doc.value.is_object()) throw DataError(doc.file, 0, "expected an object {\"<task>\": \"<metric>\"}");
+  std::map<std::string, std::string> out;
+  for (const auto& [task, entry] : doc.value.items()) {
+    const std::size_t line = line_of_key(doc.text, task);
+    if (!entry.is_string())
+      throw DataError(doc.file, line,
+                      "task '" + task + "': the metric must be a string, got " + json_type(entry));
+    check_metric(doc, task, entry.get<std::string>(), line);
+    out[task] = entry.get<std::string>();
+  }
+  return out;
+}
+
+// ---- ontology -------------------------------------------------------------------------------
+
+const Ontology::Place& Ontology::of(std::string_view task) const {
+  auto it = place.find(std::string(task));
+  if (it == place.end())
+    throw DataError(source, 0, "task '" + std::string(task) + "' is not in the ontology");
+  return it->second;
+}
+
+Ontology load_ontology(const fs::path& path) {
+  const JsonDoc doc = load_doc(path);
+  if (!doc.value.is_object())
+    throw DataError(
+        doc.file, 0,
+        "expected {\"<category>\": {\"<sub category>\": [task, ...]}}, got " + json_type(doc.value));
+  Ontology o;
+  o.source = doc.file;
+  for (const auto& [top, subs] : doc.value.items()) {
+    const std::size_t top_line = line_of_key(doc.text, top);
+    if (top.empty()) throw DataError(doc.file, top_line, "empty category name");
+    if (!subs.is_object())
+      throw DataError(doc.file, top_line,
+                      "category '" + top + "': expected an object of sub-categories, got " + json_type(subs));
+    for (const auto& [sub, tasks] : subs.items()) {
+      const std::size_t line = line_of_key(doc.text, sub);
+      const std::string where = "'" + top + "/" + sub + "'";
+      if (sub.empty()) throw DataError(doc.file, top_line, "category '" + top + "': empty sub-category name");
+      if (!tasks.is_array())
+        throw DataError(doc.file, line, where + ": expected a list of task names, got " + json_type(tasks));
+      auto& list = o.tree[top][sub];
+      for (const auto& t : tasks) {
+        if (!t.is_string() || !is_valid_task_name(t.get_ref<const std::string&>()))
+          throw DataError(doc.file, line, where + ": invalid task entry " + t.dump());
+        const std::string& name = t.get_ref<const std::string&>();
+        auto [it, fresh] = o.place.emplace(name, Ontology::Place{top, sub});
+        if (!fresh)
+          throw DataError(doc.file, line,
+                          "task '" + name + "' appears twice: in '" + it->second.top + "/" + it->second.sub +
+                              "' and in " + where);
+        list.push_back(name);
+      }
+    }
+  }
+  return o;
+}
+
+}  // namespace tlmoe::data

@@ -1,0 +1,123 @@
+#include "train/bench.h"
+
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <thread>
+
+#include "model/tlmoe_model.h"
+#include "train/loss.h"
+#include "train/optim.h"
+
+namespace tlmoe::train {
+
+namespace {
+
+struct Variant {
+  std::string name;
+  Config cfg;
+  model::TLMoEModel model{nullptr};
+  std::unique_ptr<AdamW> opt;
+  double best_tps = 0;
+};
+
+}  // namespace
+
+nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::ostream& log) {
+  const int64_t V = base.tokenizer.vocab_size, pad = 1, B = base.train.batch_size;
+  std::vector<Variant> vs(3);
+  vs[0].name = "vanilla (m=1)";
+  vs[0].cfg = base;
+  vs[0].cfg.model.experts = 1;
+  vs[1].name = "dense MoE (m=" + std::to_string(base.model.experts) + ", dense_st)";
+  vs[1].cfg = base;
+  vs[1].cfg.routing.selection = "gumbel_st";
+  vs[1].cfg.routing.estimator = "dense_st";
+  vs[2].name = "sparse top-1 MoE (m=" + std::to_string(base.model.experts) + ", sparse)";
+  vs[2].cfg = base;
+  vs[2].cfg.routing.selection = "gumbel_st";
+  vs[2].cfg.routing.estimator = "sparse";
+  for (auto& v : vs) {
+    v.cfg.routing.baseline = "none";
+    v.cfg.model.dropout = base.model.dropout;
+    torch::manual_seed(0);
+    v.model = model::TLMoEModel(model::model_options(v.cfg, V, pad), model::router_options(v.cfg),
+                                model::routing_policy(v.cfg), o.num_tasks);
+    v.model->train();
+    GroupSpec gs{v.cfg.train.lr, v.cfg.train.router_lr, v.cfg.train.task_lr, v.cfg.train.weight_decay};
+    v.opt = std::make_unique<AdamW>(build_param_groups(*v.model, gs), AdamWOptions{});
+  }
+  // Synthetic batches: same for every variant.
+  torch::manual_seed(1);
+  std::vector<std::array<torch::Tensor, 4>> batches;
+  for (int64_t i = 0; i < o.steps; ++i) {
+    auto src = torch::randint(4, V, {B, o.src_len}, torch::kLong);
+    auto tgt = torch::randint(4, V, {B, o.tgt_len}, torch::kLong);
+    auto dec = torch::cat({torch::full({B, 1}, 2, torch::kLong), tgt.slice(1, 0, o.tgt_len - 1)}, 1);
+    auto tasks = torch::randint(0, o.num_tasks, {B}, torch::kLong);
+    batches.push_back({src, tgt, dec, tasks});
+  }
+  auto mask = torch::ones({B, o.src_len}, torch::kLong);
+  LossOptions lo;
+  lo.pad_id = pad;
+  auto run_steps = [&](Variant& v, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = batches[i % batches.size()];
+      model::RouteContext ctx;
+      ctx.training = true;
+      ctx.tau = 1.0;
+      auto logits = v.model->forward(b[0], mask, b[2], v.model->routes(b[3], ctx));
+      label_smoothed_nll(logits, b[1], lo).loss.backward();
+      v.opt->step(1.0);
+      v.opt->zero_grad();
+    }
+  };
+  const double tokens_per_step = static_cast<double>(B * (o.src_len + o.tgt_len));
+  for (int64_t r = 0; r < o.rounds; ++r) {
+    for (auto& v : vs) {
+      run_steps(v, o.warmup_steps);
+      auto t0 = std::chrono::steady_clock::now();
+      run_steps(v, o.steps);
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      double tps = tokens_per_step * static_cast<double>(o.steps) / secs;
+      v.best_tps = std::max(v.best_tps, tps);
+      log << "round " << r + 1 << "/" << o.rounds << " " << v.name << ": " << static_cast<int64_t>(tps) << " tok/s\n";
+    }
+  }
+  nlohmann::json rep;
+  rep["what"] = "training step (forward + backward + AdamW) tokens/s, synthetic batches";
+  rep["batch"] = {{"batch_size", B}, {"src_len", o.src_len}, {"tgt_len", o.tgt_len}, {"vocab", V}};
+  rep["model"] = {{"d_model", base.model.d_model},
+                  {"layers", std::to_string(base.model.encoder_layers) + "+" + std::to_string(base.model.decoder_layers)},
+                  {"ffn_dim", base.model.ffn_dim},
+                  {"experts", base.model.experts}};
+  rep["threads"] = torch::get_num_threads();
+  rep["hardware_threads"] = std::thread::hardware_concurrency();
+  rep["steps"] = o.steps;
+  rep["rounds"] = o.rounds;
+  for (auto& v : vs) {
+    int64_t params = 0;
+    for (auto& p : v.model->parameters()) params += p.numel();
+    rep["variants"].push_back({{"name", v.name},
+                               {"tokens_per_s", v.best_tps},
+                               {"ratio_to_vanilla", v.best_tps / vs[0].best_tps},
+                               {"params", params}});
+  }
+  return rep;
+}
+
+std::string format_bench_table(const nlohmann::json& rep) {
+  std::ostringstream s;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-36s %14s %10s %12s\n", "variant", "tokens/s", "ratio", "params");
+  s << line;
+  for (const auto& v : rep["variants"]) {
+    std::snprintf(line, sizeof line, "%-36s %14.0f %9.2fx %12lld\n", v["name"].get<std::string>().c_str(),
+                  v["tokens_per_s"].get<double>(), v["ratio_to_vanilla"].get<double>(),
+                  static_cast<long long>(v["params"].get<int64_t>()));
+    s << line;
+  }
+  return s.str();
+}
+
+}  // namespace tlmoe::train

@@ -1,0 +1,347 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/error.h"
+#include "io/atomic_file.h"
+#include "model/tlmoe_model.h"
+#include "train/batching.h"
+#include "train/checkpoint.h"
+#include "train/loss.h"
+#include "train/optim.h"
+#include "train/progress.h"
+#include "train/task_data.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace tlmoe::train {
+
+namespace {
+
+torch::Device pick_device(const std::string& d) {
+  if (d == "cpu") return torch::kCPU;
+  if (d == "cuda") {
+    if (!torch::cuda::is_available()) throw UsageError("device: cuda was requested but no CUDA device is available");
+    return torch::kCUDA;
+  }
+  return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+}
+
+Batch to_device(Batch b, const torch::Device& d) {
+  if (d.is_cpu()) return b;
+  b.input_ids = b.input_ids.to(d);
+  b.input_mask = b.input_mask.to(d);
+  b.decoder_input_ids = b.decoder_input_ids.to(d);
+  b.target_ids = b.target_ids.to(d);
+  b.task_ids = b.task_ids.to(d);
+  return b;
+}
+
+// Appends one JSON line to metrics.jsonl (flushed, so a crash loses at most the line being written).
+class MetricsLog {
+ public:
+  explicit MetricsLog(const fs::path& p) : f_(p, std::ios::app) {
+    if (!f_) throw std::runtime_error("cannot open " + p.string());
+  }
+  void write(const json& j) { f_ << j.dump() << "\n" << std::flush; }
+
+ private:
+  std::ofstream f_;
+};
+
+// Teacher-forced loss per target token over evaluation batches (no dropout, deterministic routes).
+double eval_loss(model::TLMoEModel& m, const std::vector<Batch>& batches, const LossOptions& lo, double tau,
+                 const torch::Device& dev) {
+  if (batches.empty()) return NAN;
+  torch::NoGradGuard g;
+  m->eval();
+  double nll = 0;
+  int64_t tokens = 0;
+  for (const auto& cpu_batch : batches) {
+    Batch b = to_device(cpu_batch, dev);
+    model::RouteContext ctx;
+    ctx.training = false;
+    ctx.tau = tau;
+    auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, m->routes(b.task_ids, ctx));
+    LossOptions sum = lo;
+    sum.reduction = "sum";
+    auto r = label_smoothed_nll(logits, b.target_ids, sum);
+    nll += r.loss.item<double>();
+    tokens += r.tokens;
+  }
+  m->train();
+  return tokens ? nll / static_cast<double>(tokens) : NAN;
+}
+
+// argmax over experts of [n,L,E] as nested lists [n][L].
+std::vector<std::vector<int64_t>> hard_list(const torch::Tensor& w) {
+  auto a = w.argmax(-1).cpu().contiguous();
+  std::vector<std::vector<int64_t>> v(a.size(0));
+  auto acc = a.accessor<int64_t, 2>();
+  for (int64_t t = 0; t < a.size(0); ++t)
+    for (int64_t l = 0; l < a.size(1); ++l) v[t].push_back(acc[t][l]);
+  return v;
+}
+
+// Routes of every task at the current temperature and at tau = 1, as data (SPEC §7).
+json routes_json(model::TLMoEModel& m, const std::vector<std::string>& tasks, double tau, int64_t step) {
+  torch::NoGradGuard g;
+  json j;
+  j["step"] = step;
+  j["tau"] = tau;
+  j["tasks"] = tasks;
+  j["layers"] = m->num_layers();
+  j["encoder_layers"] = m->options().encoder_layers;
+  j["experts"] = m->options().experts;
+  auto ids = torch::arange(static_cast<int64_t>(tasks.size()), torch::kLong).to(m->final_logits_bias.device());
+  auto to_list = [](const torch::Tensor& w /*[n,L,E]*/) {
+    auto c = w.to(torch::kDouble).cpu().contiguous();
+    std::vector<std::vector<std::vector<double>>> v(c.size(0));
+    auto a = c.accessor<double, 3>();
+    for (int64_t t = 0; t < c.size(0); ++t) {
+      v[t].resize(c.size(1));
+      for (int64_t l = 0; l < c.size(1); ++l)
+        for (int64_t e = 0; e < c.size(2); ++e) v[t][l].push_back(a[t][l][e]);
+    }
+    return v;
+  };
+  if (m->has_router()) {
+    auto logits = m->router_logits(ids).permute({1, 0, 2});  // [n,L,E]
+    j["kind"] = "router";
+    j["routes"] = to_list(torch::softmax(logits / tau, -1));
+    j["routes_t1"] = to_list(torch::softmax(logits, -1));
+    j["hard"] = hard_list(logits);
+  } else {
+    model::RouteContext ctx;
+    ctx.gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(m->policy().seed));
+    auto w = m->route_weights(ids, ctx).weights.permute({1, 0, 2});
+    j["kind"] = m->policy().baseline;
+    j["routes"] = to_list(w);
+    j["hard"] = hard_list(w);
+  }
+  return j;
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& opts) {
+  std::ostream& log = opts.log ? *opts.log : std::cerr;
+  const Config& cfg = opts.cfg;
+  if (opts.run_dir.empty()) throw UsageError("train: a run directory is required (--run-dir)");
+  const fs::path run(opts.run_dir);
+  if (!opts.resume && fs::exists(run / "last"))
+    throw UsageError("run directory " + run.string() + " already holds a run; use --resume to continue it or another --run-dir");
+  if (opts.resume && !fs::exists(run / "last"))
+    throw UsageError("--resume: no checkpoint at " + (run / "last").string());
+  fs::create_directories(run);
+
+  // ---- data ---------------------------------------------------------------------------------
+  TaskData data = load_task_data(cfg, log);
+  const int64_t pad = data.pad_id;
+  const int64_t start_id = cfg.model.decoder_start == "eos" ? data.eos_id : data.bos_id;
+
+  // ---- model --------------------------------------------------------------------------------
+  torch::manual_seed(static_cast<uint64_t>(cfg.train.seed));
+  const torch::Device dev = pick_device(cfg.device);
+  model::TLMoEModel m(model::model_options(cfg, data.vocab_size, pad), model::router_options(cfg),
+                      model::routing_policy(cfg), static_cast<int64_t>(data.task_names.size()));
+  initialise_model(*m, cfg, data);
+  m->to(dev);
+  m->train();
+
+  // ---- optimisation ---------------------------------------------------------------------------
+  GroupSpec gs;
+  gs.lr = cfg.train.lr;
+  gs.router_lr = cfg.train.router_lr;
+  gs.task_lr = cfg.train.task_lr;
+  gs.weight_decay = cfg.train.weight_decay;
+  gs.freeze_task_table = cfg.task_rep.freeze;
+  gs.reference_compat = cfg.reference_compat;
+  AdamWOptions ao;
+  ao.beta1 = cfg.train.adam_beta1;
+  ao.beta2 = cfg.train.adam_beta2;
+  ao.eps = cfg.train.adam_eps;
+  AdamW opt(build_param_groups(*m, gs), ao);
+  auto clip = clip_params(opt.groups(), *m, cfg.reference_compat);
+  const int64_t total = cfg.train.steps;
+  const int64_t warmup = warmup_steps(cfg.train.warmup_ratio, total);
+  LossOptions lo;
+  lo.epsilon = cfg.train.label_smoothing;
+  lo.pad_id = pad;
+  lo.reduction = cfg.train.loss_reduction;
+
+  BatchingOptions bo;
+  bo.batch_size = cfg.train.batch_size;
+  bo.seed = static_cast<uint64_t>(cfg.train.seed);
+  bo.length_bucketing = cfg.train.length_bucketing;
+  bo.task_sampling = cfg.train.task_sampling;
+  bo.sampling_temperature = cfg.train.sampling_temperature;
+  bo.pad_id = pad;
+  bo.decoder_start_id = start_id;
+  MultiTaskBatcher batcher(data.train, bo);
+  const auto dev_batches = eval_batches(data.dev, cfg.eval.batch_size, pad, start_id);
+
+  // ---- state (fresh or resumed) ------------------------------------------------------------------
+  int64_t step = 0;
+  double best_dev = INFINITY;
+  int64_t best_step = 0;
+  if (opts.resume) {
+    auto ck = load_checkpoint(run / "last");
+    load_into(*m, ck.model, (run / "last/model.safetensors").string());
+    if (ck.meta.value("tasks", std::vector<std::string>{}) != data.task_names)
+      throw DataError((run / "last/meta.json").string(), 0, "the checkpoint was trained on another task list");
+    if (ck.meta.value("tokenizer_fingerprint", "") != data.tokenizer_fingerprint)
+      throw DataError((run / "last/meta.json").string(), 0,
+                      "the checkpoint was trained with another tokenizer (fingerprint differs)");
+    opt.load_state_tensors(ck.optimizer);
+    const json& t = ck.meta.at("trainer");
+    step = t.at("step").get<int64_t>();
+    best_dev = t.value("best_dev_loss", INFINITY);
+    best_step = t.value("best_step", 0);
+    batcher.seek(t.at("epoch").get<int64_t>(), t.at("position").get<int64_t>());
+    auto it = ck.optimizer.find("rng.cpu");
+    if (it == ck.optimizer.end()) throw DataError((run / "last").string(), 0, "checkpoint has no RNG state");
+    at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();
+    cpu_gen.set_state(it->second);
+    log << "resuming " << run.string() << " at step " << step << "\n";
+  } else {
+    io::write_file_atomic(run / "config.resolved.yaml", to_yaml(cfg));
+  }
+  MetricsLog metrics(run / "metrics.jsonl");
+
+  auto save = [&](const fs::path& dir) {
+    CheckpointData ck;
+    ck.model = module_state(*m);
+    ck.optimizer = opt.state_tensors();
+    ck.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    ck.meta["step"] = step;
+    ck.meta["tasks"] = data.task_names;
+    ck.meta["tokenizer_fingerprint"] = data.tokenizer_fingerprint;
+    ck.meta["tokenizer_model"] = data.tokenizer_model;
+    ck.meta["config"] = to_yaml(cfg);
+    ck.meta["trainer"] = {{"step", step},         {"epoch", batcher.epoch()}, {"position", batcher.position()},
+                          {"best_dev_loss", best_dev}, {"best_step", best_step}};
+    save_checkpoint(dir, ck);
+  };
+
+  auto tau_at = [&](int64_t s) {
+    return model::temperature_at(s, cfg.routing.tau0, cfg.routing.tau_min, cfg.routing.anneal_rate);
+  };
+
+  TrainResult result;
+  Progress bar(log, "train", step, total, cfg.train.log_every, opts.plain_progress);
+  const int64_t stop_at = opts.stop_after > 0 ? std::min(total, step + opts.stop_after) : total;
+  auto t_last = std::chrono::steady_clock::now();
+  int64_t last_saved = -1;
+  int64_t tokens_since = 0;
+  fs::create_directories(run / "routes");
+
+  while (step < stop_at) {
+    const double tau = tau_at(step);
+    double step_loss = 0;
+    int64_t step_tokens = 0;
+    torch::Tensor last_weights;
+    for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
+      Batch b = to_device(batcher.next(), dev);
+      model::RouteContext ctx;
+      ctx.training = true;
+      ctx.tau = tau;
+      auto routes = m->routes(b.task_ids, ctx);
+      auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
+      auto r = label_smoothed_nll(logits, b.target_ids, lo);
+      torch::Tensor loss = r.loss;
+      if (cfg.train.loss_reduction == "mean") loss = loss / static_cast<double>(cfg.train.grad_accum);
+      if (cfg.model.expert_reg > 0 && m->routed_layers() > 0) loss = loss + cfg.model.expert_reg * m->expert_difference();
+      const double value = r.loss.item<double>();
+      if (!std::isfinite(value)) {
+        bar.finish();
+        throw std::runtime_error("non-finite loss at step " + std::to_string(step + 1) +
+                                 "; training stopped. The last good checkpoint is " + (run / "last").string() +
+                                 (fs::exists(run / "last") ? "" : " (none written yet)"));
+      }
+      loss.backward();
+      step_loss += cfg.train.loss_reduction == "mean" ? value * static_cast<double>(r.tokens) : value;
+      step_tokens += r.tokens;
+      tokens_since += b.target_tokens + b.input_mask.sum().item<int64_t>();
+      if (!routes.empty()) {
+        std::vector<torch::Tensor> w;
+        for (auto& lr : routes) w.push_back(lr.weights.detach());
+        last_weights = torch::stack(w);  // [L,B,E]
+      }
+    }
+    const double grad_norm = clip_grad_norm(clip, cfg.train.clip_norm);
+    if (!std::isfinite(grad_norm)) {
+      bar.finish();
+      throw std::runtime_error("non-finite gradient norm at step " + std::to_string(step + 1) +
+                               "; training stopped. The last good checkpoint is " + (run / "last").string());
+    }
+    const double mult = linear_warmup_decay(step, warmup, total);
+    opt.step(mult);
+    opt.zero_grad();
+    ++step;
+    const double per_token = step_tokens ? step_loss / static_cast<double>(step_tokens) : 0.0;
+    result.step_losses.push_back(per_token);
+
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - t_last).count();
+    const double tps = dt > 0 ? static_cast<double>(tokens_since) / dt : 0.0;
+    char tau_s[32];
+    std::snprintf(tau_s, sizeof tau_s, "%.3g", tau_at(step));
+    bar.update(step, per_token, tps, {{"τ", tau_s}});
+    if (step % cfg.train.log_every == 0 || step == stop_at) {
+      json line = {{"step", step}, {"loss", per_token}, {"tokens_per_s", tps}, {"tau", tau_at(step)},
+                   {"grad_norm", grad_norm}, {"lr_multiplier", mult}};
+      json lrs;
+      for (const auto& g : opt.groups()) lrs[g.name] = g.lr * mult;
+      line["lr"] = lrs;
+      if (last_weights.defined()) {
+        auto ent = model::route_entropy(last_weights).to(torch::kCPU, torch::kDouble).contiguous();
+        line["route_entropy"] = std::vector<double>(ent.data_ptr<double>(), ent.data_ptr<double>() + ent.numel());
+      }
+      metrics.write(line);
+      t_last = now;
+      tokens_since = 0;
+    }
+
+    const bool eval_now = (cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && step >= cfg.train.eval_from) ||
+                          step == total;
+    if (eval_now) {
+      const double dev_loss = eval_loss(m, dev_batches, lo, tau_at(step), dev);
+      json line = {{"step", step}, {"dev_loss", dev_loss}};
+      metrics.write(line);
+      if (m->options().experts > 1) {
+        char name[32];
+        std::snprintf(name, sizeof name, "step_%07lld.json", static_cast<long long>(step));
+        io::write_file_atomic(run / "routes" / name, routes_json(m, data.task_names, tau_at(step), step).dump() + "\n");
+      }
+      std::ostringstream msg;
+      msg << "step " << step << ": dev loss " << dev_loss;
+      if (dev_loss < best_dev) {
+        best_dev = dev_loss;
+        best_step = step;
+        save(run / "best");
+        msg << " (best)";
+      }
+      bar.message(msg.str());
+      save(run / "last");
+      last_saved = step;
+    }
+    if (cfg.train.save_every > 0 && step % cfg.train.save_every == 0) save(run / ("step_" + std::to_string(step)));
+  }
+  bar.finish();
+  if (last_saved != step) save(run / "last");  // the state to resume from (also after stop_after)
+  result.step = step;
+  result.best_dev_loss = best_dev;
+  result.best_step = best_step;
+  result.stopped_early = step < total;
+  return result;
+}
+
+}  // namespace tlmoe::train

@@ -1,0 +1,33 @@
+// Upstream multi-task training (SPEC §3): the loop, evaluation, checkpoints, resume, logging.
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace tlmoe::train {
+
+struct TrainOptions {
+  Config cfg;
+  std::string run_dir;      // checkpoints (best/, last/, step_N/), metrics.jsonl, routes/
+  bool resume = false;      // continue from run_dir/last exactly
+  int64_t stop_after = 0;   // > 0: stop (with a checkpoint) after this many steps of this invocation
+  std::ostream* log = nullptr;
+  bool plain_progress = false;
+};
+
+struct TrainResult {
+  int64_t step = 0;                  // optimizer steps done
+  std::vector<double> step_losses;   // per-token train loss of each step of this invocation
+  double best_dev_loss = 0;
+  int64_t best_step = 0;
+  bool stopped_early = false;        // stop_after reached before train.steps
+};
+
+// Trains per cfg. Throws InputError for bad data/config/checkpoints, std::runtime_error for
+// failures (a non-finite loss stops training; the last good checkpoint is kept).
+TrainResult train(const TrainOptions& opts);
+
+}  // namespace tlmoe::train
