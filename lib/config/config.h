@@ -81,6 +81,8 @@ struct TaskRepConfig {
   std::string source_checkpoint;  // encoder for textemb / backbone for fisher
   std::int64_t fisher_adapter_dim;
   std::int64_t fisher_steps;
+  double fisher_lr;
+  std::int64_t fisher_batch_size;
 };
 
 struct TrainConfig {

@@ -327,12 +327,16 @@ std::vector<FieldSpec> declare() {
            one_of({"learned", "textemb", "fisher"}));
   d.add<I>("task_rep.dim", TLMOE_GET(task_rep.dim), 768, mdl, "Task representation size d_in.", range(1, 1 << 20));
   d.add<S>("task_rep.path", TLMOE_GET(task_rep.path), "", mdl,
-           "Task-representation file written by preprocess. Empty: {cache_dir}/taskrep/<kind>.bin.");
+           "Task-representation file written by preprocess. Empty: {cache_dir}/taskrep/<kind>.safetensors.");
   d.add<bool>("task_rep.freeze", TLMOE_GET(task_rep.freeze), false, trn, "Keep the task table fixed during training.");
   d.add<S>("task_rep.source_checkpoint", TLMOE_GET(task_rep.source_checkpoint), "", "preprocess",
            "Checkpoint whose encoder computes textemb/fisher representations.");
   d.add<I>("task_rep.fisher_adapter_dim", TLMOE_GET(task_rep.fisher_adapter_dim), 8, "preprocess", "Adapter bottleneck for fisher.", range(1, 4096));
   d.add<I>("task_rep.fisher_steps", TLMOE_GET(task_rep.fisher_steps), 2500, "preprocess", "Adapter training steps for fisher.", range(0, 1e9));
+  d.add<double>("task_rep.fisher_lr", TLMOE_GET(task_rep.fisher_lr), 3e-5, "preprocess",
+                "Adapter learning rate for fisher (the paper: 3e-5 on BART-base).", range(0.0, 1.0));
+  d.add<I>("task_rep.fisher_batch_size", TLMOE_GET(task_rep.fisher_batch_size), 8, "preprocess",
+           "Adapter training batch size for fisher.", range(1, 1 << 16));
 
   // ---- train ----
   d.add<I>("train.steps", TLMOE_GET(train.steps), 30000, trn, "Optimizer steps.", range(1, 1e12));

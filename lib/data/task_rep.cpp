@@ -18,7 +18,9 @@ void save_task_rep(const fs::path& path, const TaskRepFile& rep) {
                                           {"kind", rep.kind},
                                           {"tasks", json(rep.tasks).dump()},
                                           {"info", rep.info.dump()}};
-  io::save_safetensors(path, {{"matrix", rep.matrix.to(torch::kCPU, torch::kFloat).contiguous()}}, meta);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors{{"matrix", rep.matrix.to(torch::kCPU, torch::kFloat).contiguous()}};
+  for (const auto& [name, t] : rep.extra) tensors.emplace_back(name, t.to(torch::kCPU).contiguous());
+  io::save_safetensors(path, tensors, meta);
 }
 
 TaskRepFile load_task_rep(const fs::path& path) {
@@ -46,6 +48,8 @@ TaskRepFile load_task_rep(const fs::path& path) {
   auto it = f.tensors.find("matrix");
   if (it == f.tensors.end()) throw DataError(path.string(), 0, "no 'matrix' tensor");
   rep.matrix = it->second.to(torch::kFloat);
+  for (const auto& n : f.names)
+    if (n != "matrix") rep.extra.emplace_back(n, f.tensors.at(n));
   if (rep.matrix.dim() != 2 || static_cast<size_t>(rep.matrix.size(0)) != rep.tasks.size())
     throw DataError(path.string(), 0, "matrix shape does not match the task list");
   return rep;

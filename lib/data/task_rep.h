@@ -4,7 +4,8 @@
 // Format: a safetensors file with one F32 tensor "matrix" [n_tasks, dim] and metadata
 //   format = "tlmoe-taskrep", version = "1", kind = textemb | fisher,
 //   tasks = JSON list of task names (row order), info = JSON object (how it was computed:
-//   source checkpoint, tokenizer fingerprint, PCA explained variance, ...).
+//   source checkpoint, tokenizer fingerprint, PCA explained variance, ...); optionally more
+//   tensors (TaskRepFile::extra).
 #pragma once
 
 #include <torch/torch.h>
@@ -25,6 +26,9 @@ struct TaskRepFile {
   std::vector<std::string> tasks;
   torch::Tensor matrix;  // [n, dim] float32, CPU
   nlohmann::json info = nlohmann::json::object();
+  // Further tensors kept with the file (e.g. "raw" vectors before projection, "pca.mean",
+  // "pca.components"), so unseen tasks can be projected with the same fitted PCA.
+  std::vector<std::pair<std::string, torch::Tensor>> extra;
 };
 
 // Written atomically.

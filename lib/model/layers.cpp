@@ -43,20 +43,49 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return out_proj(o.transpose(1, 2).reshape({B, T, D}));                   // [B,T,D]
 }
 
+AdapterImpl::AdapterImpl(int64_t d_model, int64_t dim) {
+  down = register_module("down", torch::nn::Linear(d_model, dim));
+  up = register_module("up", torch::nn::Linear(dim, d_model));
+  torch::NoGradGuard g;
+  down->weight.normal_(0.0, 1e-2);
+  up->weight.normal_(0.0, 1e-2);
+  down->bias.zero_();
+  up->bias.zero_();
+}
+
+torch::Tensor AdapterImpl::forward(const torch::Tensor& x) { return x + up(torch::gelu(down(x))); }
+
+namespace {
+std::vector<Adapter> make_adapters(torch::nn::Module& m, const LayerOptions& o, int n) {
+  std::vector<Adapter> v;
+  if (o.adapter_dim <= 0) return v;
+  auto list = m.register_module("adapters", torch::nn::ModuleList());  // adapters.{i}.{down,up}.*
+  for (int i = 0; i < n; ++i) {
+    v.push_back(Adapter(o.d_model, o.adapter_dim));
+    list->push_back(v.back());
+  }
+  return v;
+}
+}  // namespace
+
 EncoderLayerImpl::EncoderLayerImpl(const LayerOptions& o) : o_(o) {
   self_attn = register_module("self_attn", Attention(o.d_model, o.heads, o.attention_dropout, o.init_std));
   self_attn_layer_norm = register_module("self_attn_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
   fc1 = register_module("fc1", make_linear(o.d_model, o.ffn_dim, o.init_std));
   fc2 = register_module("fc2", make_linear(o.ffn_dim, o.d_model, o.init_std));
   final_layer_norm = register_module("final_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
+  adapters = make_adapters(*this, o, 2);
 }
 
 torch::Tensor EncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   const bool tr = is_training();
+  const bool ad = !adapters.empty();
   auto h = torch::dropout(self_attn(x, torch::Tensor(), mask, false), o_.dropout, tr);
+  if (ad) h = adapters[0](h);
   h = self_attn_layer_norm(x + h);
   auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);
   f = torch::dropout(fc2(f), o_.dropout, tr);
+  if (ad) f = adapters[1](f);
   return final_layer_norm(h + f);
 }
 
@@ -69,17 +98,22 @@ DecoderLayerImpl::DecoderLayerImpl(const LayerOptions& o) : o_(o) {
   fc1 = register_module("fc1", make_linear(o.d_model, o.ffn_dim, o.init_std));
   fc2 = register_module("fc2", make_linear(o.ffn_dim, o.d_model, o.init_std));
   final_layer_norm = register_module("final_layer_norm", make_layer_norm(o.d_model, o.layer_norm_eps));
+  adapters = make_adapters(*this, o, 3);
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& enc,
                                         const torch::Tensor& enc_mask) {
   const bool tr = is_training();
+  const bool ad = !adapters.empty();
   auto h = torch::dropout(self_attn(x, torch::Tensor(), torch::Tensor(), true), o_.dropout, tr);
+  if (ad) h = adapters[0](h);
   h = self_attn_layer_norm(x + h);
   auto c = torch::dropout(encoder_attn(h, enc, enc_mask, false), o_.dropout, tr);
+  if (ad) c = adapters[1](c);
   h = encoder_attn_layer_norm(h + c);
   auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);
   f = torch::dropout(fc2(f), o_.dropout, tr);
+  if (ad) f = adapters[2](f);
   return final_layer_norm(h + f);
 }
 

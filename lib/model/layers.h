@@ -19,7 +19,18 @@ struct LayerOptions {
   double activation_dropout = 0.1;
   double layer_norm_eps = 1e-5;
   double init_std = 0.02;
+  int64_t adapter_dim = 0;  // > 0: bottleneck adapters (Fisher task representations, SPEC §2)
 };
+
+// Bottleneck adapter x + up(gelu(down(x))) (SPEC §2, Fisher recipe): down [a,D], up [D,a].
+// tlmoe initialises both N(0, 1e-2) (the reference's all-ones init is a bug, SPEC §11.15).
+class AdapterImpl : public torch::nn::Module {
+ public:
+  AdapterImpl(int64_t d_model, int64_t dim);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear down{nullptr}, up{nullptr};
+};
+TORCH_MODULE(Adapter);
 
 // Masks shared by every layer of one forward pass.
 struct AttentionMasks {
@@ -54,6 +65,7 @@ class EncoderLayerImpl : public torch::nn::Module {
   Attention self_attn{nullptr};
   torch::nn::LayerNorm self_attn_layer_norm{nullptr}, final_layer_norm{nullptr};
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  std::vector<Adapter> adapters;  // adapter_dim > 0: after self-attention and after the FFN
 
  private:
   LayerOptions o_;
@@ -71,6 +83,7 @@ class DecoderLayerImpl : public torch::nn::Module {
   torch::nn::LayerNorm self_attn_layer_norm{nullptr}, encoder_attn_layer_norm{nullptr},
       final_layer_norm{nullptr};
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  std::vector<Adapter> adapters;  // adapter_dim > 0: after self-, cross-attention and the FFN
 
  private:
   LayerOptions o_;

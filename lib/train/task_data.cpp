@@ -12,6 +12,7 @@
 #include "data/task_rep.h"
 #include "data/token_cache.h"
 #include "train/checkpoint.h"
+#include "train/task_rep_compute.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -44,11 +45,15 @@ void append(std::vector<Example>& out, const fs::path& file, int64_t task_id) {
 
 }  // namespace
 
+json read_preprocess_manifest(const Config& cfg) { return read_manifest(fs::path(cache_dir(cfg)) / "manifest.json"); }
+
 TaskData load_task_data(const Config& cfg, std::ostream& log) {
   std::ostringstream quiet;  // the full table is `tlmoe preprocess`'s job; keep the summary line
   const data::PreprocessReport rep = data::preprocess(cfg, quiet);
   log << "data: " << rep.tasks.size() << " tasks, token caches " << rep.files_built << " built, "
       << rep.files_reused << " reused (" << rep.cache_dir.string() << ")\n";
+
+  compute_task_reps(cfg, log);  // textemb / fisher: computed or reused; nothing for "learned"
 
   const fs::path mpath = rep.cache_dir / "manifest.json";
   const json man = read_manifest(mpath);

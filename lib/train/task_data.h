@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "config/config.h"
 #include "model/tlmoe_model.h"
 #include "train/batching.h"
@@ -28,6 +30,9 @@ struct TaskData {
 //   kshot_train_dev k-shot train and dev files; dev = the k-shot dev files (CrossFit's baseline)
 //   full            {task}_full_train.tsv; dev = {task}_full_dev.tsv
 TaskData load_task_data(const Config& cfg, std::ostream& log);
+
+// {cache_dir}/manifest.json of `tlmoe preprocess` (DataError when missing or damaged).
+nlohmann::json read_preprocess_manifest(const Config& cfg);
 
 // Initial weights per the config, before training:
 //   model.init_from     a tlmoe checkpoint directory: loaded as is when it has the same shape;

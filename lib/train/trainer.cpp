@@ -134,6 +134,7 @@ json routes_json(model::TLMoEModel& m, const std::vector<std::string>& tasks, do
 TrainResult train(const TrainOptions& opts) {
   std::ostream& log = opts.log ? *opts.log : std::cerr;
   const Config& cfg = opts.cfg;
+  validate(cfg);  // library callers get the same cross-field checks as the CLI
   if (opts.run_dir.empty()) throw UsageError("train: a run directory is required (--run-dir)");
   const fs::path run(opts.run_dir);
   if (!opts.resume && fs::exists(run / "last"))

@@ -13,10 +13,15 @@
 #include "common/error.h"
 #include "config/config.h"
 #include "io/safetensors.h"
+#include "model/layers.h"
 #include "model/tlmoe_model.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
+#include "data/preprocess.h"
+#include "data/task_rep.h"
+#include "data/token_cache.h"
 #include "train/task_data.h"
+#include "train/task_rep_compute.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -91,6 +96,7 @@ struct Tiny {
     c.train.eval_every = 10;
     c.train.log_every = 5;
     c.eval.batch_size = 16;
+    c.eval.max_len = 16;
     return c;
   }
 };
@@ -281,4 +287,177 @@ TEST_CASE("train: dense init copies the dense layers into every expert; stage 2 
                      a.tensors.at("model.decoder.layers.0.experts.1.fc1.weight")));
   CHECK(torch::equal(m2->final_logits_bias, a.tensors.at("final_logits_bias")));
   CHECK_FALSE(torch::equal(p2["task_table.weight"], a.tensors.at("task_table.weight")));
+}
+
+TEST_CASE("task representations: textemb against a per-example reference, PCA, reuse, and training on them",
+          "[train][taskrep]") {
+  Tiny t;
+  auto dense = t.config();
+  dense.model.experts = 1;
+  dense.train.steps = 3;
+  run(dense, t.dir / "dense");
+
+  auto cfg = t.config();
+  cfg.task_rep.kind = "textemb";
+  cfg.task_rep.source_checkpoint = (t.dir / "dense/last").string();
+  cfg.task_rep.dim = 32;  // = d_model: no projection
+  std::ostringstream log;
+  const auto data = tlmoe::train::load_task_data(cfg, log);  // computes the file on the way
+  const fs::path file = tlmoe::data::task_rep_path(cfg);
+  REQUIRE(fs::exists(file));
+  auto rep = tlmoe::data::load_task_rep(file);
+  REQUIRE(rep.tasks == std::vector<std::string>{"first", "last", "second"});
+  torch::Tensor raw;
+  for (auto& [n, v] : rep.extra)
+    if (n == "raw") raw = v;
+  REQUIRE(raw.defined());
+  REQUIRE(raw.sizes() == torch::IntArrayRef({3, 32}));
+
+  // Reference: the dense source model, one example at a time (no padding at all), mean over
+  // positions, mean over examples; "first" and "last" have only full train files, "second"
+  // only a k-shot split.
+  auto ck = tlmoe::train::load_checkpoint(t.dir / "dense/last", false);
+  tlmoe::model::TLMoEModel m(tlmoe::model::model_options(dense, data.vocab_size, data.pad_id),
+                             tlmoe::model::router_options(dense), tlmoe::model::routing_policy(dense), 3);
+  tlmoe::train::load_into(*m, ck.model, "dense");
+  m->eval();
+  torch::NoGradGuard ng;
+  const fs::path cache = t.dir / "data/.tlmoe-cache/tokens";
+  const std::vector<fs::path> files = {cache / "first/first_full_train.tok", cache / "last/last_full_train.tok",
+                                       cache / "second/second_4_13_train.tok"};
+  for (int i = 0; i < 3; ++i) {
+    auto c = tlmoe::data::read_token_cache(files[i]);
+    auto acc = torch::zeros({32}, torch::kDouble);
+    for (const auto& e : c.examples) {
+      auto ids = torch::tensor(std::vector<int64_t>(e.input_ids.begin(), e.input_ids.end()), torch::kLong).unsqueeze(0);
+      auto h = m->encode(ids, torch::ones_like(ids), {});
+      acc += h[0].mean(0).to(torch::kDouble);
+    }
+    acc /= static_cast<double>(c.examples.size());
+    INFO("task " << rep.tasks[i]);
+    CHECK((raw[i].to(torch::kDouble) - acc).abs().max().item<double>() < 1e-5);
+  }
+  // The matrix is the raw vectors scaled to unit standard deviation over upstream tasks.
+  auto up = raw.slice(0, 0, 2).to(torch::kDouble);
+  const double scale = 1.0 / up.std().item<double>();
+  CHECK((rep.matrix.to(torch::kDouble) - raw.to(torch::kDouble) * scale).abs().max().item<double>() < 1e-5);
+
+  // Unchanged inputs: reused, the file untouched.
+  const std::string bytes = read_text(file);
+  auto again = tlmoe::train::compute_task_reps(cfg, log);
+  CHECK(again.reused);
+  CHECK(read_text(file) == bytes);
+
+  // PCA to 2 dimensions (2 upstream tasks): orthonormal components; upstream rows are
+  // reconstructed exactly from the projection.
+  auto pca = cfg;
+  pca.task_rep.dim = 2;
+  auto r2 = tlmoe::train::compute_task_reps(pca, log);
+  CHECK_FALSE(r2.reused);
+  CHECK(r2.raw_dim == 32);
+  auto p = tlmoe::data::load_task_rep(file);
+  torch::Tensor mu, comps;
+  for (auto& [n, v] : p.extra) {
+    if (n == "pca.mean") mu = v.to(torch::kDouble);
+    if (n == "pca.components") comps = v.to(torch::kDouble);
+  }
+  REQUIRE(comps.sizes() == torch::IntArrayRef({2, 32}));
+  // the centred upstream data has rank 1, so only the first component is determined: unit norm
+  CHECK(comps[0].norm().item<double>() == Approx(1.0).epsilon(1e-5));
+  const double s2 = p.info["scale"].get<double>();
+  auto rec = mu + torch::matmul(p.matrix.to(torch::kDouble) / s2, comps);
+  CHECK((rec.slice(0, 0, 2) - up).abs().max().item<double>() < 1e-4);
+  auto too_big = cfg;
+  too_big.task_rep.dim = 3;
+  CHECK_THROWS_AS(tlmoe::train::compute_task_reps(too_big, log), tlmoe::ConfigError);
+  auto no_source = cfg;
+  no_source.task_rep.source_checkpoint = "";
+  CHECK_THROWS_AS(tlmoe::train::compute_task_reps(no_source, log), tlmoe::ConfigError);
+
+  // Training with a frozen textemb table keeps exactly the file's vectors.
+  auto tr = cfg;
+  tr.task_rep.freeze = true;
+  tr.train.steps = 3;
+  {
+    torch::AutoGradMode on(true);
+    run(tr, t.dir / "te");
+  }
+  auto after = tlmoe::io::load_safetensors(t.dir / "te/last/model.safetensors");
+  auto table = tlmoe::data::load_task_rep(file);
+  CHECK(torch::equal(after.tensors.at("task_table.weight"), table.matrix));
+}
+
+TEST_CASE("task representations: fisher of adapter weights", "[train][taskrep]") {
+  Tiny t;
+  auto dense = t.config();
+  dense.model.experts = 1;
+  dense.train.steps = 3;
+  run(dense, t.dir / "dense");
+  auto cfg = t.config();
+  cfg.task_rep.kind = "fisher";
+  cfg.task_rep.source_checkpoint = (t.dir / "dense/last").string();
+  cfg.task_rep.fisher_adapter_dim = 2;
+  cfg.task_rep.fisher_steps = 4;
+  cfg.task_rep.fisher_lr = 1e-3;
+  cfg.task_rep.dim = 2;
+  std::ostringstream log;
+  tlmoe::data::preprocess(cfg, log);
+  auto r = tlmoe::train::compute_task_reps(cfg, log);
+  // 1 encoder layer x 2 adapters + 1 decoder layer x 3 adapters, each a down [2,32] and an up [32,2] weight
+  CHECK(r.raw_dim == (1 * 2 + 1 * 3) * 2 * (2 * 32));
+  auto rep = tlmoe::data::load_task_rep(r.path);
+  CHECK(rep.kind == "fisher");
+  CHECK(rep.matrix.sizes() == torch::IntArrayRef({3, 2}));
+  torch::Tensor raw;
+  for (auto& [n, v] : rep.extra)
+    if (n == "raw") raw = v;
+  REQUIRE(raw.defined());
+  CHECK(raw.min().item<double>() >= 0.0);  // squared gradients
+  for (int i = 0; i < 3; ++i) CHECK(raw[i].sum().item<double>() > 0.0);
+  // different tasks, different Fisher vectors
+  CHECK_FALSE(torch::allclose(raw[0], raw[1]));
+  // a routed source is refused
+  auto routed = t.config();
+  routed.train.steps = 2;
+  run(routed, t.dir / "routed");
+  cfg.task_rep.source_checkpoint = (t.dir / "routed/last").string();
+  CHECK_THROWS_AS(tlmoe::train::compute_task_reps(cfg, log), tlmoe::ConfigError);
+}
+
+TEST_CASE("adapters sit before the residual add of each sub-layer (SPEC §2 Fisher recipe)", "[train][taskrep]") {
+  torch::manual_seed(3);
+  tlmoe::model::LayerOptions o;
+  o.d_model = 16;
+  o.heads = 2;
+  o.ffn_dim = 24;
+  o.adapter_dim = 3;
+  tlmoe::model::EncoderLayer enc(o);
+  enc->eval();
+  REQUIRE(enc->adapters.size() == 2);
+  auto names = enc->named_parameters(true);
+  CHECK(names.contains("adapters.0.down.weight"));
+  CHECK(names.contains("adapters.1.up.bias"));
+  torch::NoGradGuard g;
+  auto x = torch::randn({2, 5, 16});
+  auto mask = torch::ones({2, 1, 1, 5}, torch::kBool);
+  auto adapter = [](const tlmoe::model::Adapter& a, const torch::Tensor& v) {
+    return v + torch::matmul(torch::gelu(torch::matmul(v, a->down->weight.t()) + a->down->bias), a->up->weight.t()) +
+           a->up->bias;
+  };
+  auto ln = [](const torch::nn::LayerNorm& l, const torch::Tensor& v) {
+    return torch::layer_norm(v, {v.size(-1)}, l->weight, l->bias, 1e-5);
+  };
+  auto sa = enc->self_attn(x, torch::Tensor(), mask, false);
+  auto h = ln(enc->self_attn_layer_norm, x + adapter(enc->adapters[0], sa));
+  auto f = torch::matmul(torch::gelu(torch::matmul(h, enc->fc1->weight.t()) + enc->fc1->bias), enc->fc2->weight.t()) +
+           enc->fc2->bias;
+  auto want = ln(enc->final_layer_norm, h + adapter(enc->adapters[1], f));
+  CHECK((enc(x, mask) - want).abs().max().item<double>() < 1e-5);
+
+  tlmoe::model::DecoderLayer dec(o);
+  CHECK(dec->adapters.size() == 3);
+  o.adapter_dim = 0;
+  tlmoe::model::EncoderLayer plain(o);
+  CHECK(plain->adapters.empty());
+  CHECK_FALSE(plain->named_parameters(true).contains("adapters.0.down.weight"));
 }

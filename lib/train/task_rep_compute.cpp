@@ -1,0 +1,325 @@
+#include "train/task_rep_compute.h"
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "common/error.h"
+#include "data/task_rep.h"
+#include "data/token_cache.h"
+#include "io/atomic_file.h"
+#include "model/tlmoe_model.h"
+#include "train/batching.h"
+#include "train/checkpoint.h"
+#include "train/loss.h"
+#include "train/optim.h"
+#include "train/task_data.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace tlmoe::train {
+
+namespace {
+
+struct TaskFilesForRep {
+  std::string task;
+  std::vector<fs::path> files;  // token caches used
+  std::vector<std::string> hashes;
+};
+
+// The checkpoint's own config (meta.json "config", resolved YAML).
+Config checkpoint_config(const fs::path& dir, const json& meta) {
+  if (!meta.contains("config")) throw DataError((dir / "meta.json").string(), 0, "no \"config\" entry");
+  const fs::path tmp = fs::temp_directory_path() / ("tlmoe-ckcfg-" + std::to_string(std::random_device{}()) + ".yaml");
+  {
+    std::ofstream f(tmp);
+    f << meta["config"].get<std::string>();
+  }
+  try {
+    Config c = load_config({tmp.string(), {}});
+    fs::remove(tmp);
+    return c;
+  } catch (const ConfigError& e) {
+    fs::remove(tmp);
+    throw DataError((dir / "meta.json").string(), 0, std::string("its config does not load: ") + e.what());
+  }
+}
+
+std::vector<Example> load_examples(const std::vector<fs::path>& files) {
+  std::vector<Example> out;
+  for (const auto& f : files) {
+    auto c = data::read_token_cache(f);
+    for (auto& e : c.examples) out.push_back({0, std::move(e.input_ids), std::move(e.output_ids)});
+  }
+  return out;
+}
+
+// Copies every tensor of `state` the model has; all but the adapters must be present.
+void load_backbone(model::TLMoEModelImpl& m, const std::map<std::string, torch::Tensor>& state, const std::string& src) {
+  torch::NoGradGuard g;
+  auto copy = [&](const std::string& name, torch::Tensor& t) {
+    if (name.find(".adapters.") != std::string::npos) return;
+    auto it = state.find(name);
+    if (it == state.end()) throw DataError(src, 0, "checkpoint has no tensor " + name);
+    if (it->second.sizes() != t.sizes()) throw DataError(src, 0, "shape of " + name + " differs from its config");
+    t.copy_(it->second);
+  };
+  for (auto& p : m.named_parameters(true)) copy(p.key(), p.value());
+  for (auto& b : m.named_buffers(true)) copy(b.key(), b.value());
+}
+
+torch::Tensor textemb(model::TLMoEModel& m, const std::vector<Example>& ex, int64_t pad, int64_t start) {
+  torch::NoGradGuard g;
+  m->eval();
+  const int64_t D = m->options().layer.d_model;
+  auto sum = torch::zeros({D}, torch::kDouble);
+  for (size_t i = 0; i < ex.size(); i += 16) {
+    std::vector<const Example*> b;
+    for (size_t j = i; j < std::min(ex.size(), i + 16); ++j) b.push_back(&ex[j]);
+    Batch batch = collate(b, std::vector<size_t>(b.size(), 0), pad, start);
+    model::RouteContext ctx;
+    auto h = m->encode(batch.input_ids, batch.input_mask, m->routes(batch.task_ids, ctx));  // [B,S,D]
+    auto mask = batch.input_mask.unsqueeze(-1).to(h.scalar_type());
+    auto mean = (h * mask).sum(1) / mask.sum(1);  // [B,D]
+    sum += mean.to(torch::kDouble).sum(0);
+  }
+  return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
+}
+
+torch::Tensor fisher(model::TLMoEModel& m, const std::vector<Example>& ex, const Config& cfg, int64_t pad,
+                     int64_t start) {
+  std::vector<ParamGroup> groups(1);
+  groups[0].name = "adapters";
+  groups[0].lr = cfg.task_rep.fisher_lr;
+  groups[0].weight_decay = 0.01;
+  std::vector<torch::Tensor> weights;  // adapter weight matrices, named-parameter order
+  for (auto& p : m->named_parameters(true)) {
+    const bool adapter = p.key().find(".adapters.") != std::string::npos;
+    p.value().set_requires_grad(adapter);
+    if (!adapter) continue;
+    groups[0].params.push_back(p.value());
+    groups[0].param_names.push_back(p.key());
+    if (p.key().size() > 7 && p.key().compare(p.key().size() - 7, 7, ".weight") == 0) weights.push_back(p.value());
+  }
+  AdamW opt(groups, AdamWOptions{});
+  auto params = groups[0].params;
+  LossOptions lo;
+  lo.epsilon = cfg.train.label_smoothing;
+  lo.pad_id = pad;
+  lo.reduction = "mean";
+  BatchingOptions bo;
+  bo.batch_size = cfg.task_rep.fisher_batch_size;
+  bo.seed = static_cast<uint64_t>(cfg.train.seed);
+  bo.pad_id = pad;
+  bo.decoder_start_id = start;
+  MultiTaskBatcher batcher(ex, bo);
+  const int64_t total = cfg.task_rep.fisher_steps, warm = warmup_steps(0.06, total);
+  m->train();
+  for (int64_t s = 0; s < total; ++s) {
+    Batch b = batcher.next();
+    model::RouteContext ctx;
+    ctx.training = true;
+    auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, m->routes(b.task_ids, ctx));
+    label_smoothed_nll(logits, b.target_ids, lo).loss.backward();
+    clip_grad_norm(params, 0.1);
+    opt.step(linear_warmup_decay(s, warm, total));
+    opt.zero_grad();
+  }
+  // Empirical diagonal Fisher: per example, summed loss, no dropout.
+  m->eval();
+  lo.reduction = "sum";
+  std::vector<torch::Tensor> acc;
+  for (auto& w : weights) acc.push_back(torch::zeros_like(w, torch::kDouble));
+  for (const auto& e : ex) {
+    Batch b = collate({&e}, {0}, pad, start);
+    model::RouteContext ctx;
+    auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, m->routes(b.task_ids, ctx));
+    label_smoothed_nll(logits, b.target_ids, lo).loss.backward();
+    for (size_t i = 0; i < weights.size(); ++i) acc[i] += weights[i].grad().to(torch::kDouble).square();
+    opt.zero_grad();
+  }
+  std::vector<torch::Tensor> flat;
+  for (auto& a : acc) flat.push_back((a / static_cast<double>(ex.size())).flatten());
+  return torch::cat(flat).to(torch::kFloat);
+}
+
+}  // namespace
+
+TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
+  const std::string& kind = cfg.task_rep.kind;
+  TaskRepReport rep;
+  rep.path = data::task_rep_path(cfg);
+  if (kind == "learned") return rep;
+  if (cfg.task_rep.source_checkpoint.empty())
+    throw ConfigError("", "task_rep.source_checkpoint",
+                      "task_rep.kind = " + kind + " needs a checkpoint to compute representations with "
+                      "(e.g. the last/ directory of an upstream vanilla `tlmoe train` run)");
+  const fs::path src(cfg.task_rep.source_checkpoint);
+  auto ck = load_checkpoint(src, /*with_optimizer=*/false);
+  const json man = read_preprocess_manifest(cfg);
+  const json& tok = man.at("tokenizer");
+  if (ck.meta.value("tokenizer_fingerprint", "") != tok.at("fingerprint").get<std::string>())
+    throw DataError((src / "meta.json").string(), 0,
+                    "task_rep.source_checkpoint was trained with another tokenizer than this dataset's");
+  Config scfg = checkpoint_config(src, ck.meta);
+  if (kind == "fisher" && scfg.model.experts != 1)
+    throw ConfigError("", "task_rep.source_checkpoint",
+                      "fisher representations need a dense (model.experts = 1) checkpoint; " + src.string() +
+                          " has " + std::to_string(scfg.model.experts) + " experts");
+
+  // Which token caches each task's representation is computed from.
+  const fs::path cache(cache_dir(cfg));
+  std::vector<TaskFilesForRep> tasks;
+  std::vector<bool> upstream;
+  std::ostringstream keysrc;
+  keysrc << "kind=" << kind << ";dim=" << cfg.task_rep.dim << ";tokenizer=" << tok.at("fingerprint").get<std::string>()
+         << ";meta=" << io::fnv1a64_hex(ck.meta.dump());
+  if (kind == "fisher")
+    keysrc << ";adapter=" << cfg.task_rep.fisher_adapter_dim << ";steps=" << cfg.task_rep.fisher_steps
+           << ";lr=" << cfg.task_rep.fisher_lr << ";bsz=" << cfg.task_rep.fisher_batch_size
+           << ";ls=" << cfg.train.label_smoothing << ";seed=" << cfg.train.seed;
+  for (auto it = man.at("tasks").begin(); it != man.at("tasks").end(); ++it) {
+    TaskFilesForRep t;
+    t.task = it.key();
+    std::vector<std::pair<std::string, const json*>> kshot;
+    const json* full = nullptr;
+    for (const json& f : it.value().at("files")) {
+      if (f.at("split") != "train") continue;
+      if (f.at("kind") == "kshot") kshot.emplace_back(f.at("prefix").get<std::string>(), &f);
+      else full = &f;
+    }
+    std::sort(kshot.begin(), kshot.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<const json*> use;
+    if (!kshot.empty()) {
+      if (kind == "fisher") use.push_back(kshot.front().second);
+      else for (auto& [p, f] : kshot) use.push_back(f);
+    } else if (full) {
+      use.push_back(full);
+    } else {
+      throw DataError((cache / "manifest.json").string(), 0, "task '" + t.task + "' has no train file to compute its representation from");
+    }
+    for (const json* f : use) {
+      t.files.push_back(cache / f->at("cache").get<std::string>());
+      t.hashes.push_back(f->at("source_hash").get<std::string>());
+      keysrc << ";" << t.task << ":" << t.hashes.back();
+    }
+    upstream.push_back(it.value().value("partition", "") == "train");
+    tasks.push_back(std::move(t));
+  }
+  const std::string key = io::fnv1a64_hex(keysrc.str());
+  rep.tasks = static_cast<int64_t>(tasks.size());
+  if (fs::exists(rep.path)) {
+    try {
+      auto old = data::load_task_rep(rep.path);
+      if (old.info.value("key", "") == key && old.kind == kind) {
+        rep.reused = true;
+        rep.dim = old.matrix.size(1);
+        rep.raw_dim = old.info.value("raw_dim", rep.dim);
+        rep.explained_variance = old.info.value("explained_variance", 1.0);
+        log << "task representations (" << kind << "): up to date, reused " << rep.path.string() << "\n";
+        return rep;
+      }
+    } catch (const DataError& e) {
+      log << "recomputing " << rep.path.string() << ": " << e.what() << "\n";
+    }
+  }
+
+  // The source model (a routed source mixes its experts uniformly).
+  const int64_t V = tok.at("vocab_size").get<int64_t>(), pad = tok.at("pad_id").get<int64_t>();
+  const int64_t start = scfg.model.decoder_start == "eos" ? tok.at("eos_id").get<int64_t>() : tok.at("bos_id").get<int64_t>();
+  Config mcfg = scfg;
+  if (mcfg.model.experts > 1) mcfg.routing.baseline = "average";
+  auto mopts = model::model_options(mcfg, V, pad);
+  const int64_t n_src_tasks = static_cast<int64_t>(ck.meta.value("tasks", std::vector<std::string>{}).size());
+  const std::string src_file = (src / "model.safetensors").string();
+
+  log << "task representations (" << kind << ") for " << tasks.size() << " tasks from " << src.string() << "\n";
+  std::vector<torch::Tensor> raw;
+  torch::NoGradGuard outer_off;  // re-enabled below where gradients are needed
+  model::TLMoEModel base(mopts, model::router_options(mcfg), model::routing_policy(mcfg), std::max<int64_t>(1, n_src_tasks));
+  load_backbone(*base, ck.model, src_file);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    auto ex = load_examples(tasks[i].files);
+    if (ex.empty()) throw DataError(tasks[i].files.front().string(), 0, "no examples");
+    if (kind == "textemb") {
+      raw.push_back(textemb(base, ex, pad, start));
+    } else {
+      torch::AutoGradMode on(true);
+      torch::manual_seed(static_cast<uint64_t>(cfg.train.seed) + i);
+      auto aopts = mopts;
+      aopts.layer.adapter_dim = cfg.task_rep.fisher_adapter_dim;
+      model::TLMoEModel m(aopts, model::router_options(mcfg), model::routing_policy(mcfg), std::max<int64_t>(1, n_src_tasks));
+      load_backbone(*m, ck.model, src_file);
+      raw.push_back(fisher(m, ex, cfg, pad, start));
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    log << "  [" << i + 1 << "/" << tasks.size() << "] " << tasks[i].task << " (" << ex.size() << " examples, "
+        << static_cast<int64_t>(secs) << " s)\n";
+  }
+  auto R = torch::stack(raw).to(torch::kDouble);  // [n, raw]
+  rep.raw_dim = R.size(1);
+  const int64_t dim = cfg.task_rep.dim;
+  rep.dim = dim;
+  std::vector<int64_t> up_idx;
+  for (size_t i = 0; i < upstream.size(); ++i)
+    if (upstream[i]) up_idx.push_back(static_cast<int64_t>(i));
+  if (up_idx.empty()) throw DataError((cache / "manifest.json").string(), 0, "no upstream (\"train\") tasks to fit on");
+  auto up = R.index_select(0, torch::tensor(up_idx, torch::kLong));
+  if (dim > rep.raw_dim)
+    throw ConfigError("", "task_rep.dim",
+                      std::to_string(dim) + " is larger than the " + kind + " vectors (" + std::to_string(rep.raw_dim) + ")");
+
+  data::TaskRepFile out;
+  out.kind = kind;
+  for (auto& t : tasks) out.tasks.push_back(t.task);
+  torch::Tensor P;
+  if (dim < rep.raw_dim) {
+    if (dim > static_cast<int64_t>(up_idx.size()))
+      throw ConfigError("", "task_rep.dim",
+                        "PCA on " + std::to_string(up_idx.size()) + " upstream tasks gives at most " +
+                            std::to_string(up_idx.size()) + " components; set task_rep.dim <= " +
+                            std::to_string(up_idx.size()));
+    auto mu = up.mean(0);
+    auto svd = torch::linalg_svd(up - mu, /*full_matrices=*/false);
+    auto S = std::get<1>(svd), Vh = std::get<2>(svd);
+    auto comps = Vh.slice(0, 0, dim);  // [dim, raw]
+    P = torch::matmul(R - mu, comps.t());
+    auto var = S.square();
+    const double total = var.sum().item<double>();
+    rep.explained_variance = total > 0 ? var.slice(0, 0, dim).sum().item<double>() / total : 1.0;
+    out.extra.emplace_back("pca.mean", mu.to(torch::kFloat));
+    out.extra.emplace_back("pca.components", comps.to(torch::kFloat));
+  } else {
+    P = R;
+  }
+  auto up_p = P.index_select(0, torch::tensor(up_idx, torch::kLong));
+  const double sd = up_p.numel() > 1 ? up_p.std().item<double>() : 1.0;
+  const double scale = sd > 0 ? 1.0 / sd : 1.0;
+  out.matrix = (P * scale).to(torch::kFloat);
+  out.extra.emplace_back("raw", R.to(torch::kFloat));
+  out.info = {{"key", key},
+              {"source_checkpoint", src.string()},
+              {"source_step", ck.meta.value("step", 0)},
+              {"tokenizer_fingerprint", tok.at("fingerprint")},
+              {"raw_dim", rep.raw_dim},
+              {"pca", dim < rep.raw_dim},
+              {"explained_variance", rep.explained_variance},
+              {"scale", scale},
+              {"upstream_tasks", static_cast<int64_t>(up_idx.size())}};
+  if (kind == "fisher")
+    out.info["fisher"] = {{"adapter_dim", cfg.task_rep.fisher_adapter_dim}, {"steps", cfg.task_rep.fisher_steps},
+                          {"lr", cfg.task_rep.fisher_lr}, {"batch_size", cfg.task_rep.fisher_batch_size}};
+  data::save_task_rep(rep.path, out);
+  log << "task representations: " << tasks.size() << " x " << dim << " (raw " << rep.raw_dim;
+  if (dim < rep.raw_dim) log << ", PCA on " << up_idx.size() << " upstream tasks keeps " << rep.explained_variance * 100 << "% of the variance";
+  log << ") -> " << rep.path.string() << "\n";
+  return rep;
+}
+
+}  // namespace tlmoe::train

@@ -1,0 +1,40 @@
+// Computing task representations (SPEC §2, §11.14-15), run by `tlmoe preprocess` when
+// task_rep.kind is textemb or fisher. Both start from a tlmoe checkpoint
+// (task_rep.source_checkpoint, typically an upstream vanilla run) trained with the same tokenizer.
+//
+//   textemb  the mean over non-pad positions of the encoder's last hidden states, averaged over
+//            every k-shot train input of the task (all splits); a task without k-shot files
+//            uses its full train file. A routed source mixes its experts uniformly.
+//   fisher   bottleneck adapters (task_rep.fisher_adapter_dim, small random init) are trained
+//            alone on the task's first k-shot split (string order, as CrossFit sorts: seed 100
+//            of the standard seeds) for task_rep.fisher_steps steps; then, without dropout, the
+//            squared gradient of every adapter weight matrix under the summed label-smoothed
+//            loss of each train example, averaged over examples (the empirical diagonal Fisher).
+//            Needs a dense (model.experts = 1) source.
+// Projection: when task_rep.dim is below the raw size, PCA is fitted on the upstream ("train")
+// tasks' raw vectors and applied to every task; the result is scaled so the upstream entries
+// have unit standard deviation (the learned table's N(0,1) scale). The raw vectors, the PCA
+// mean and components are saved in the file with the matrix, so later tasks use the same fit.
+// The output is reused when nothing it depends on changed (source checkpoint, token caches,
+// options): the file records a key of those.
+#pragma once
+
+#include <filesystem>
+#include <ostream>
+
+#include "config/config.h"
+
+namespace tlmoe::train {
+
+struct TaskRepReport {
+  std::filesystem::path path;
+  bool reused = false;
+  int64_t tasks = 0, raw_dim = 0, dim = 0;
+  double explained_variance = 1.0;  // of the PCA on upstream tasks (1 when not projected)
+};
+
+// Requires the preprocess manifest (run data::preprocess first). Throws ConfigError for a
+// missing source checkpoint or impossible dimensions, DataError for a mismatched checkpoint.
+TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log);
+
+}  // namespace tlmoe::train
