@@ -11,7 +11,7 @@ using tlmoe::test::run_tlmoe;
 using tlmoe::test::TempDir;
 using tlmoe::test::write_text;
 
-TEST_CASE("--help lists every subcommand; --version names git, LibTorch and CUDA", "[cli]") {
+TEST_CASE("--help lists every subcommand, --version names git, LibTorch and CUDA", "[cli]") {
   auto r = run_tlmoe("--help");
   CHECK(r.exit_code == 0);
   for (const char* sub : {"gym", "preprocess", "train", "adapt", "eval", "analyze-routes", "bench", "config"})
@@ -49,7 +49,7 @@ TEST_CASE("commands of later issues exit 1 with 'not implemented yet' and write 
   CHECK_FALSE(fs::exists(d / "o"));
 }
 
-TEST_CASE("config show prints the resolved config; bad configs exit 2 naming file, line and key", "[cli]") {
+TEST_CASE("config show prints the resolved config, bad configs exit 2 naming file, line and key", "[cli]") {
   TempDir d;
   write_text(d / "base.yaml", "model:\n  d_model: 256\n  heads: 8\n");
   write_text(d / "c.yaml", "base: base.yaml\ntrain:\n  steps: 12\n");

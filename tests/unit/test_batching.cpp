@@ -40,7 +40,7 @@ TEST_CASE("collate pads, masks and shifts the target right with the start token"
   CHECK(batch.target_tokens == 8);
 }
 
-TEST_CASE("an epoch visits every example exactly once, mixing tasks; order is seeded", "[batching]") {
+TEST_CASE("an epoch visits every example exactly once, mixing tasks, order is seeded", "[batching]") {
   auto ex = make_examples(103, 7);
   for (bool bucketing : {false, true}) {
     BatchingOptions o;

@@ -132,7 +132,7 @@ TEST_CASE("embeddings: BART position offset 2, layernorm_embedding, tied LM head
   CHECK(m->model->shared->weight[o.pad_id].abs().sum().item<float>() == 0.0f);
 }
 
-TEST_CASE("parameter names follow Hugging Face BART; experts nest under experts.{e}", "[model]") {
+TEST_CASE("parameter names follow Hugging Face BART, experts nest under experts.{e}", "[model]") {
   auto o = tiny(1);
   o.encoder_layers = 1;
   o.decoder_layers = 1;
@@ -254,7 +254,7 @@ TEST_CASE("soft routes mix every expert's output by the weights", "[model]") {
   CHECK(torch::allclose(y, expect, 1e-6, 1e-7));
 }
 
-TEST_CASE("experts initialised from a dense model: copies plus noise; regulariser measures their distance",
+TEST_CASE("experts initialised from a dense model: copies plus noise, regulariser measures their distance",
           "[model]") {
   torch::manual_seed(4);
   Seq2Seq dense(tiny(1));

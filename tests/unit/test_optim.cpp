@@ -166,7 +166,7 @@ TEST_CASE("AdamW: decay after the Adam step differs from torch::optim::AdamW's o
   }
 }
 
-TEST_CASE("AdamW: an undefined grad skips the parameter; a zero grad still steps", "[optim]") {
+TEST_CASE("AdamW: an undefined grad skips the parameter, a zero grad still steps", "[optim]") {
   const std::vector<double> a0 = {1.0, 2.0, 3.0}, b0 = {-1.0, 0.5, 4.0};
   auto a = param(a0), b = param(b0);
   AdamW opt({one_group("g", {a, b}, {"a", "b"}, 0.1, 0.01)}, AdamWOptions{});

@@ -381,7 +381,7 @@ TEST_CASE("preprocess: metadata and layout problems are reported before any work
   CHECK_FALSE(fs::exists(g.dir / ".tlmoe-cache"));
 }
 
-TEST_CASE("preprocess: an explicit tokenizer.model is used as is; full upstream text", "[preprocess]") {
+TEST_CASE("preprocess: an explicit tokenizer.model is used as is, full upstream text", "[preprocess]") {
   TinyGym g;
   auto cfg = g.config();
   cfg.data.upstream_source = "full";

@@ -291,7 +291,7 @@ TEST_CASE("transformer router heads and odd hidden sizes", "[routing]") {
 
 // ---- selection ----------------------------------------------------------------------------
 
-TEST_CASE("softmax selection matches a hand computation; temperature flattens it", "[routing]") {
+TEST_CASE("softmax selection matches a hand computation, temperature flattens it", "[routing]") {
   torch::manual_seed(103);
   auto logits = torch::tensor({1.0, 2.0, 3.0}, torch::kDouble).view({1, 1, 3});
   SelectionOptions o;

@@ -156,7 +156,7 @@ TEST_CASE("safetensors: non-contiguous inputs are written as their row-major val
   CHECK_FALSE(out.tensors.at("requires_grad").requires_grad());
 }
 
-TEST_CASE("safetensors: metadata round-trips; none is written when empty", "[safetensors]") {
+TEST_CASE("safetensors: metadata round-trips, none is written when empty", "[safetensors]") {
   TempDir dir;
   const std::map<std::string, std::string> meta = {{"format", "pt"},
                                                    {"quote\"and\\backslash", "line\nbreak\ttab"},

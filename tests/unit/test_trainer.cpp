@@ -122,7 +122,7 @@ double mean(const std::vector<double>& v, size_t from, size_t to) {
 
 }  // namespace
 
-TEST_CASE("train: the loss falls; checkpoints, metrics and routes are written", "[train]") {
+TEST_CASE("train: the loss falls, checkpoints, metrics and routes are written", "[train]") {
   Tiny t;
   auto cfg = t.config();
   cfg.train.steps = 80;
@@ -221,7 +221,7 @@ TEST_CASE("train: existing runs, mismatched and damaged checkpoints are refused"
   CHECK_THROWS_AS(run(cfg, t.dir / "r", true), tlmoe::DataError);
 }
 
-TEST_CASE("train: dense init copies the dense layers into every expert; stage 2 loads and freezes the router",
+TEST_CASE("train: dense init copies the dense layers into every expert, stage 2 loads and freezes the router",
           "[train]") {
   Tiny t;
   auto dense = t.config();
