@@ -110,7 +110,4 @@ struct Ontology {
 // Errors: non-object levels, non-string tasks, empty names, a task listed twice (both places named).
 Ontology load_ontology(const std::filesystem::path& path);
 
-// Edit distance (insertions, deletions, substitutions), for "did you mean" suggestions.
-std::size_t edit_distance(std::string_view a, std::string_view b);
-
 }  // namespace tlmoe::data

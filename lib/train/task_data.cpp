@@ -120,11 +120,12 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const TaskDat
     if (ck.meta.value("tokenizer_fingerprint", "") != data.tokenizer_fingerprint)
       throw DataError((fs::path(from) / "meta.json").string(), 0,
                       "model.init_from was trained with another tokenizer (fingerprint differs)");
-    const bool dense_src = ck.model.count("model.encoder.layers.0.self_attn.q_proj.weight") > 0;
+    // the backbone only: routing state comes from routing.init_from or stays fresh
+    std::map<std::string, torch::Tensor> backbone;
+    for (auto& [k, v] : ck.model)
+      if (k.rfind("model.", 0) == 0 || k == "final_logits_bias") backbone[k] = v;
+    const bool dense_src = backbone.count("model.encoder.layers.0.self_attn.q_proj.weight") > 0;
     if (dense_src && m.options().experts > 1) {
-      std::map<std::string, torch::Tensor> backbone;
-      for (auto& [k, v] : ck.model)
-        if (k.rfind("model.", 0) == 0 || k == "final_logits_bias") backbone[k] = v;
       auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(cfg.train.seed));
       try {
         m.init_from_dense(backbone, cfg.model.init_noise, &gen);
@@ -132,10 +133,6 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const TaskDat
         throw DataError(src, 0, std::string("checkpoint does not fit the config: ") + e.what());
       }
     } else {
-      // the backbone only: routing state comes from routing.init_from or stays fresh
-      std::map<std::string, torch::Tensor> backbone;
-      for (auto& [k, v] : ck.model)
-        if (k.rfind("model.", 0) == 0 || k == "final_logits_bias") backbone[k] = v;
       std::map<std::string, torch::Tensor> mine;
       for (auto& p : m.named_parameters(true))
         if (p.key().rfind("model.", 0) == 0) mine[p.key()] = p.value();
@@ -177,7 +174,6 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const TaskDat
                                                      std::to_string(m.options().experts) + ")");
     auto ck = load_checkpoint(cfg.routing.init_from, /*with_optimizer=*/false);
     const std::string src = (fs::path(cfg.routing.init_from) / "model.safetensors").string();
-    int64_t copied = 0;
     for (auto& p : m.named_parameters(true)) {
       if (p.key().rfind("router.", 0) != 0) continue;
       auto it = ck.model.find(p.key());
@@ -185,7 +181,6 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const TaskDat
       if (it->second.sizes() != p.value().sizes())
         throw DataError(src, 0, "shape of " + p.key() + " differs from the config's router");
       p.value().copy_(it->second);
-      ++copied;
     }
     auto tt = ck.model.find("task_table.weight");
     if (tt == ck.model.end()) throw DataError(src, 0, "no task_table.weight");
@@ -196,7 +191,6 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const TaskDat
     if (static_cast<size_t>(tt->second.size(0)) != names.size())
       throw DataError(src, 0, "task_table.weight rows do not match the checkpoint's task list");
     m.task_table->weight.copy_(data::task_rep_rows(rep, src, data.task_names, cfg.task_rep.dim));
-    (void)copied;
   }
   if (cfg.routing.freeze) {
     if (!m.has_router()) throw ConfigError("", "routing.freeze", "the model has no learned router to freeze");

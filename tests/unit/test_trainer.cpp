@@ -114,6 +114,15 @@ tlmoe::train::TrainResult run(const tlmoe::Config& cfg, const fs::path& run_dir,
   return tlmoe::train::train(o);
 }
 
+// A short vanilla (m = 1) run at {dir}/dense, the source of dense init and task representations.
+tlmoe::Config train_dense_source(const Tiny& t) {
+  auto dense = t.config();
+  dense.model.experts = 1;
+  dense.train.steps = 3;
+  run(dense, t.dir / "dense");
+  return dense;
+}
+
 double mean(const std::vector<double>& v, size_t from, size_t to) {
   double s = 0;
   for (size_t i = from; i < to; ++i) s += v[i];
@@ -224,10 +233,7 @@ TEST_CASE("train: existing runs, mismatched and damaged checkpoints are refused"
 TEST_CASE("train: dense init copies the dense layers into every expert, stage 2 loads and freezes the router",
           "[train]") {
   Tiny t;
-  auto dense = t.config();
-  dense.model.experts = 1;
-  dense.train.steps = 3;
-  run(dense, t.dir / "dense");
+  const auto dense = train_dense_source(t);
 
   std::ostringstream log;
   auto cfg = t.config();
@@ -292,10 +298,7 @@ TEST_CASE("train: dense init copies the dense layers into every expert, stage 2 
 TEST_CASE("task representations: textemb against a per-example reference, PCA, reuse, and training on them",
           "[train][taskrep]") {
   Tiny t;
-  auto dense = t.config();
-  dense.model.experts = 1;
-  dense.train.steps = 3;
-  run(dense, t.dir / "dense");
+  const auto dense = train_dense_source(t);
 
   auto cfg = t.config();
   cfg.task_rep.kind = "textemb";
@@ -389,10 +392,7 @@ TEST_CASE("task representations: textemb against a per-example reference, PCA, r
 
 TEST_CASE("task representations: fisher of adapter weights", "[train][taskrep]") {
   Tiny t;
-  auto dense = t.config();
-  dense.model.experts = 1;
-  dense.train.steps = 3;
-  run(dense, t.dir / "dense");
+  const auto dense = train_dense_source(t);
   auto cfg = t.config();
   cfg.task_rep.kind = "fisher";
   cfg.task_rep.source_checkpoint = (t.dir / "dense/last").string();
