@@ -181,6 +181,22 @@ Config load_config(const ConfigSources& sources) {
   return cfg;
 }
 
+Config config_from_yaml_text(const std::string& yaml, const std::string& source) {
+  Config cfg = Config::defaults();
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(source + ":" + std::to_string(e.mark.line + 1), "", "YAML syntax error: " + e.msg);
+  }
+  if (!root.IsNull()) {
+    if (!root.IsMap()) throw ConfigError(source, "", "the top level must be a mapping of sections");
+    apply_mapping(cfg, root, "", source);
+  }
+  validate(cfg);
+  return cfg;
+}
+
 void validate(const Config& c) {
   check(c.model.d_model % c.model.heads == 0, "model.heads",
         "model.heads (" + std::to_string(c.model.heads) + ") must divide model.d_model (" +

@@ -106,6 +106,8 @@ struct TrainConfig {
   std::int64_t eval_every;
   std::int64_t eval_from;
   std::int64_t save_every;
+  std::string select_by;          // score | loss
+  std::int64_t eval_max_examples; // per dev task, 0 = all
   std::int64_t log_every;
   std::int64_t seed;
 };
@@ -130,6 +132,10 @@ struct EvalConfig {
   std::int64_t no_repeat_ngram;
   std::string pearson_fallback;   // nan | number
   std::string rouge_variant;      // 1.0.0 | 1.0.1
+  std::int64_t min_len;
+  bool forced_bos;
+  bool forced_eos;
+  bool early_stopping;
 };
 
 struct AnalysisConfig {
@@ -165,6 +171,10 @@ struct ConfigSources {
 
 // Loads, merges and validates. Throws ConfigError naming the file, line and key path.
 Config load_config(const ConfigSources& sources);
+
+// A resolved config saved as YAML text (e.g. in a checkpoint's meta.json); `source` names it in
+// errors. No `base:` chain.
+Config config_from_yaml_text(const std::string& yaml, const std::string& source);
 
 // Cross-field checks (top_k <= experts, tau_min <= tau0, ...). Throws ConfigError.
 void validate(const Config& cfg);

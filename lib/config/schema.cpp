@@ -363,6 +363,11 @@ std::vector<FieldSpec> declare() {
   d.add<I>("train.eval_every", TLMOE_GET(train.eval_every), 750, trn, "Evaluate on the dev tasks every N optimizer steps (0 = only at the end).", range(0, 1e12));
   d.add<I>("train.eval_from", TLMOE_GET(train.eval_from), 0, trn, "No evaluation before this step.", range(0, 1e12));
   d.add<I>("train.save_every", TLMOE_GET(train.save_every), 0, trn, "Also keep a checkpoint every N steps (0 = only best and last).", range(0, 1e12));
+  d.add<S>("train.select_by", TLMOE_GET(train.select_by), "score", trn,
+           "Best checkpoint by the generation-based dev score (mean of the dev tasks' metrics, as the paper) or by teacher-forced dev loss.",
+           one_of({"score", "loss"}));
+  d.add<I>("train.eval_max_examples", TLMOE_GET(train.eval_max_examples), 0, trn,
+           "Dev examples per task decoded for the dev score (the first N of each task's dev file; 0 = all).", range(0, 1e12));
   d.add<I>("train.log_every", TLMOE_GET(train.log_every), 10, trn, "Write a metrics.jsonl line every N steps.", range(1, 1e12));
   d.add<I>("train.seed", TLMOE_GET(train.seed), 42, trn, "Random seed of initialisation, data order, dropout and gumbel noise.", range(0, 4294967295.0));
 
@@ -383,10 +388,17 @@ std::vector<FieldSpec> declare() {
 
   // ---- eval ----
   d.add<I>("eval.num_beams", TLMOE_GET(eval.num_beams), 4, "train, adapt, eval", "Beam size (1 = greedy).", range(1, 256));
-  d.add<I>("eval.max_len", TLMOE_GET(eval.max_len), 64, "train, adapt, eval", "Maximum generated length in tokens.", range(1, 1 << 20));
+  d.add<I>("eval.max_len", TLMOE_GET(eval.max_len), 64, "train, adapt, eval", "Maximum decoder length in tokens, the start token included (Hugging Face max_length).", range(2, 1 << 20));
   d.add<I>("eval.batch_size", TLMOE_GET(eval.batch_size), 64, "train, adapt, eval", "Examples per generation batch.", range(1, 1 << 20));
   d.add<double>("eval.length_penalty", TLMOE_GET(eval.length_penalty), 1.0, "train, adapt, eval", "Beam score = sum log p / length^penalty.");
   d.add<I>("eval.no_repeat_ngram", TLMOE_GET(eval.no_repeat_ngram), 0, "train, adapt, eval", "Forbid repeating n-grams of this size (0 = off).", range(0, 1024));
+  d.add<I>("eval.min_len", TLMOE_GET(eval.min_len), 0, "train, adapt, eval", "EOS is forbidden below this decoder length (0 = off).", range(0, 1 << 20));
+  d.add<bool>("eval.forced_bos", TLMOE_GET(eval.forced_bos), false, "train, adapt, eval",
+              "Force <s> as the first generated token (BART's forced_bos_token_id).");
+  d.add<bool>("eval.forced_eos", TLMOE_GET(eval.forced_eos), false, "train, adapt, eval",
+              "Force </s> at the last position max_len - 1 (BART's forced_eos_token_id).");
+  d.add<bool>("eval.early_stopping", TLMOE_GET(eval.early_stopping), false, "train, adapt, eval",
+              "Beam search stops an example as soon as it has num_beams finished hypotheses.");
   d.add<S>("eval.pearson_fallback", TLMOE_GET(eval.pearson_fallback), "nan", "train, adapt, eval",
            "Value for unparsable predictions in Pearson tasks: nan (CrossFit) or a number such as 3.0 (the TL-MoE code).");
   d.add<S>("eval.rouge_variant", TLMOE_GET(eval.rouge_variant), "1.0.0", "train, adapt, eval",

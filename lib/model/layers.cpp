@@ -25,6 +25,20 @@ AttentionImpl::AttentionImpl(int64_t d_model, int64_t heads, double dropout, dou
   out_proj = register_module("out_proj", make_linear(d_model, d_model, init_std));
 }
 
+torch::Tensor AttentionImpl::attend(const torch::Tensor& q /*[B,H,T,hd]*/, const torch::Tensor& k /*[B,H,S,hd]*/,
+                                    const torch::Tensor& v /*[B,H,S,hd]*/, const torch::Tensor& mask, bool causal) {
+  const int64_t B = q.size(0), T = q.size(2), S = k.size(2), D = q.size(1) * q.size(3);
+  torch::Tensor attn_mask = mask;
+  if (causal) {
+    // query t (absolute position S - T + t) sees keys 0 .. S - T + t
+    auto tri = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).tril(S - T);
+    attn_mask = attn_mask.defined() ? attn_mask.logical_and(tri) : tri;
+  }
+  auto o = at::scaled_dot_product_attention(q, k, v, attn_mask, is_training() ? dropout_ : 0.0,
+                                            /*is_causal=*/false);          // [B,H,T,hd]
+  return out_proj(o.transpose(1, 2).reshape({B, T, D}));                   // [B,T,D]
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& mask,
                                      bool causal) {
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2), H = heads_, hd = D / H;
@@ -33,14 +47,26 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto q = q_proj(x).view({B, T, H, hd}).transpose(1, 2);    // [B,H,T,hd]
   auto k = k_proj(src).view({B, S, H, hd}).transpose(1, 2);  // [B,H,S,hd]
   auto v = v_proj(src).view({B, S, H, hd}).transpose(1, 2);  // [B,H,S,hd]
-  torch::Tensor attn_mask = mask;
-  if (causal) {
-    auto tri = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).tril(S - T);
-    attn_mask = attn_mask.defined() ? attn_mask.logical_and(tri) : tri;
+  return attend(q, k, v, mask, causal);
+}
+
+torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& mask,
+                                            KVCache& cache) {
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2), H = heads_, hd = D / H;
+  auto q = q_proj(x).view({B, T, H, hd}).transpose(1, 2);  // [B,H,T,hd]
+  if (kv.defined()) {                                       // cross-attention: project the encoder once
+    if (!cache.k.defined()) {
+      const int64_t S = kv.size(1);
+      cache.k = k_proj(kv).view({B, S, H, hd}).transpose(1, 2);  // [B,H,S,hd]
+      cache.v = v_proj(kv).view({B, S, H, hd}).transpose(1, 2);
+    }
+    return attend(q, cache.k, cache.v, mask, false);
   }
-  auto o = at::scaled_dot_product_attention(q, k, v, attn_mask, is_training() ? dropout_ : 0.0,
-                                            /*is_causal=*/false);          // [B,H,T,hd]
-  return out_proj(o.transpose(1, 2).reshape({B, T, D}));                   // [B,T,D]
+  auto k = k_proj(x).view({B, T, H, hd}).transpose(1, 2);  // [B,H,T,hd]
+  auto v = v_proj(x).view({B, T, H, hd}).transpose(1, 2);
+  cache.k = cache.k.defined() ? torch::cat({cache.k, k}, 2) : k;  // [B,H,t+T,hd]
+  cache.v = cache.v.defined() ? torch::cat({cache.v, v}, 2) : v;
+  return attend(q, cache.k, cache.v, mask, true);
 }
 
 AdapterImpl::AdapterImpl(int64_t d_model, int64_t dim) {
@@ -109,6 +135,22 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   if (ad) h = adapters[0](h);
   h = self_attn_layer_norm(x + h);
   auto c = torch::dropout(encoder_attn(h, enc, enc_mask, false), o_.dropout, tr);
+  if (ad) c = adapters[1](c);
+  h = encoder_attn_layer_norm(h + c);
+  auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);
+  f = torch::dropout(fc2(f), o_.dropout, tr);
+  if (ad) f = adapters[2](f);
+  return final_layer_norm(h + f);
+}
+
+torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const torch::Tensor& enc,
+                                               const torch::Tensor& enc_mask, DecoderLayerCache& cache) {
+  const bool tr = is_training();
+  const bool ad = !adapters.empty();
+  auto h = torch::dropout(self_attn->forward_cached(x, torch::Tensor(), torch::Tensor(), cache.self_attn), o_.dropout, tr);
+  if (ad) h = adapters[0](h);
+  h = self_attn_layer_norm(x + h);
+  auto c = torch::dropout(encoder_attn->forward_cached(h, enc, enc_mask, cache.cross_attn), o_.dropout, tr);
   if (ad) c = adapters[1](c);
   h = encoder_attn_layer_norm(h + c);
   auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);

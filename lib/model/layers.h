@@ -38,6 +38,18 @@ struct AttentionMasks {
   bool decoder_causal = true;
 };
 
+// Keys and values of one attention module kept across decoding steps (generation).
+//   self-attention: the keys/values of every position decoded so far, grown each step;
+//   cross-attention: the projected encoder states, computed once.
+struct KVCache {
+  torch::Tensor k, v;  // [B,H,t,hd]
+};
+
+// The caches of one decoder layer (one expert of a routed layer).
+struct DecoderLayerCache {
+  KVCache self_attn, cross_attn;
+};
+
 // Multi-head attention, BART layout: q is scaled by head_dim^-0.5 (inside SDPA), dropout on
 // the attention probabilities, separate q/k/v/out projections with biases.
 class AttentionImpl : public torch::nn::Module {
@@ -47,10 +59,17 @@ class AttentionImpl : public torch::nn::Module {
   // Returns [B,T,D].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& mask,
                         bool causal);
+  // Incremental form for generation. Self-attention (kv undefined): x holds the new positions,
+  // their keys/values are appended to `cache` and the causal mask covers past + new. Cross-
+  // attention (kv = encoder states): keys/values are projected on the first call and reused.
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& mask,
+                               KVCache& cache);
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
 
  private:
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const torch::Tensor& mask, bool causal);
   int64_t heads_;
   double dropout_;
 };
@@ -78,6 +97,9 @@ class DecoderLayerImpl : public torch::nn::Module {
   explicit DecoderLayerImpl(const LayerOptions& o);
   torch::Tensor forward(const torch::Tensor& x /*[B,T,D]*/, const torch::Tensor& enc /*[B,S,D]*/,
                         const torch::Tensor& enc_mask /*[B,1,1,S]*/);
+  // The same layer on new positions only, with the keys/values of earlier positions in `cache`.
+  torch::Tensor forward_cached(const torch::Tensor& x /*[B,T,D]*/, const torch::Tensor& enc /*[B,S,D]*/,
+                               const torch::Tensor& enc_mask /*[B,1,1,S]*/, DecoderLayerCache& cache);
 
   Attention self_attn{nullptr}, encoder_attn{nullptr};
   torch::nn::LayerNorm self_attn_layer_norm{nullptr}, encoder_attn_layer_norm{nullptr},

@@ -102,6 +102,42 @@ torch::Tensor RoutedDecoderLayerImpl::forward(const torch::Tensor& x, const torc
   return run_dense(x, route, E, [&](int64_t e) { return experts[e]->forward(x, enc, enc_mask); });
 }
 
+torch::Tensor RoutedDecoderLayerImpl::forward_cached(const torch::Tensor& x, const torch::Tensor& enc,
+                                                     const torch::Tensor& enc_mask, const LayerRoute& route,
+                                                     std::vector<DecoderLayerCache>& caches) {
+  const int64_t E = static_cast<int64_t>(experts.size());
+  caches.resize(E);
+  if (route.sparse) {
+    TORCH_CHECK(route.indices.defined(), "sparse execution needs hard routes (indices)");
+    auto idx = route.indices.cpu();                                     // [B,K]
+    TORCH_CHECK(idx.eq(idx[0].unsqueeze(0)).all().item<bool>(),
+                "cached sparse decoding needs one route for the whole batch (group rows by route)");
+    auto wk = route.weights.gather(1, route.indices).to(x.scalar_type());  // [B,K]
+    torch::Tensor y;
+    for (int64_t k = 0; k < idx.size(1); ++k) {
+      const int64_t e = idx[0][k].item<int64_t>();
+      auto out = experts[e]->forward_cached(x, enc, enc_mask, caches[e]) * wk.select(1, k).view({-1, 1, 1});
+      y = y.defined() ? y + out : out;
+    }
+    return y;
+  }
+  return run_dense(x, route, E, [&](int64_t e) { return experts[e]->forward_cached(x, enc, enc_mask, caches[e]); });
+}
+
+void DecoderCache::reorder(const torch::Tensor& idx, bool cross) {
+  auto sel = [&](KVCache& c) {
+    if (!c.k.defined()) return;
+    auto i = idx.to(c.k.device());
+    c.k = c.k.index_select(0, i);
+    c.v = c.v.index_select(0, i);
+  };
+  for (auto& layer : layers)
+    for (auto& c : layer) {
+      sel(c.self_attn);
+      if (cross) sel(c.cross_attn);
+    }
+}
+
 // ---- stacks -----------------------------------------------------------------------------------
 
 StackImpl::StackImpl(const ModelOptions& o, bool decoder) : decoder_(decoder) {
@@ -197,6 +233,28 @@ torch::Tensor Seq2SeqImpl::decode(const torch::Tensor& decoder_input_ids, const 
       h = dec->dec_plain[i]->forward(h, enc_states, mask);
     }
   }
+  return h;
+}
+
+torch::Tensor Seq2SeqImpl::decode_cached(const torch::Tensor& decoder_input_ids, const torch::Tensor& enc_states,
+                                         const torch::Tensor& input_mask, const std::vector<LayerRoute>& routes,
+                                         DecoderCache& cache) {
+  auto& dec = model->decoder;
+  if (cache.layers.empty()) cache.layers.resize(o_.decoder_layers);
+  auto mask = input_mask.to(torch::kBool).view({input_mask.size(0), 1, 1, input_mask.size(1)});  // [B,1,1,S]
+  auto h = embed(decoder_input_ids, dec, cache.past_len);
+  for (int64_t i = 0; i < o_.decoder_layers; ++i) {
+    auto& caches = cache.layers[i];
+    if (dec->is_routed(i)) {
+      const int64_t r = o_.encoder_layers + i;
+      TORCH_CHECK(static_cast<int64_t>(routes.size()) > r, "decoder layer ", i, " is routed but no route was given");
+      h = dec->dec_routed[i]->forward_cached(h, enc_states, mask, routes[r], caches);
+    } else {
+      caches.resize(1);
+      h = dec->dec_plain[i]->forward_cached(h, enc_states, mask, caches[0]);
+    }
+  }
+  cache.past_len += decoder_input_ids.size(1);
   return h;
 }
 

@@ -43,6 +43,17 @@ struct LayerRoute {
   bool sparse = false;
 };
 
+// The decoder's keys/values across generation steps: per decoder layer, one DecoderLayerCache per
+// expert (a vanilla layer has one). Rows follow the batch; reorder() follows beam search.
+struct DecoderCache {
+  std::vector<std::vector<DecoderLayerCache>> layers;  // [decoder layer][expert]
+  int64_t past_len = 0;                                // positions decoded so far
+  // Row i of the new batch continues row idx[i] of the old one (idx [B] int64). Cross-attention
+  // caches are reordered only when `cross` (beam search keeps rows within one example, whose
+  // encoder states are identical).
+  void reorder(const torch::Tensor& idx, bool cross = false);
+};
+
 // A routed encoder layer: m complete encoder layers and the dense or sparse dispatch.
 class RoutedEncoderLayerImpl : public torch::nn::Module {
  public:
@@ -61,6 +72,11 @@ class RoutedDecoderLayerImpl : public torch::nn::Module {
   RoutedDecoderLayerImpl(const LayerOptions& o, int64_t experts);
   torch::Tensor forward(const torch::Tensor& x /*[B,T,D]*/, const torch::Tensor& enc /*[B,S,D]*/,
                         const torch::Tensor& enc_mask /*[B,1,1,S]*/, const LayerRoute& route);
+  // Generation step with caches (one per expert). Sparse routes must be the same for every row
+  // of the batch (generate() groups rows by route): only the selected experts run and only
+  // their caches are filled. Dense routes run every expert.
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& enc, const torch::Tensor& enc_mask,
+                               const LayerRoute& route, std::vector<DecoderLayerCache>& caches);
   std::vector<DecoderLayer> experts;
 
  private:
@@ -112,6 +128,10 @@ class Seq2SeqImpl : public torch::nn::Module {
   torch::Tensor decode(const torch::Tensor& decoder_input_ids, const torch::Tensor& enc,
                        const torch::Tensor& input_mask, const std::vector<LayerRoute>& routes,
                        int64_t past_len = 0);                                           // [B,T,D]
+  // decode() on the new positions only, continuing `cache` (created on first use).
+  torch::Tensor decode_cached(const torch::Tensor& decoder_input_ids /*[B,T]*/, const torch::Tensor& enc,
+                              const torch::Tensor& input_mask, const std::vector<LayerRoute>& routes,
+                              DecoderCache& cache);                                       // [B,T,D]
   torch::Tensor lm_logits(const torch::Tensor& hidden /*[B,T,D]*/);                       // [B,T,V]
 
   // SPEC §1.8: sum over routed layers of the mean over expert pairs of sum_params ||p_a - p_b||_2.

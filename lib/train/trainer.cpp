@@ -13,6 +13,8 @@
 #include "model/tlmoe_model.h"
 #include "train/batching.h"
 #include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "data/task_meta.h"
 #include "train/loss.h"
 #include "train/optim.h"
 #include "train/progress.h"
@@ -24,15 +26,6 @@ using nlohmann::json;
 namespace tlmoe::train {
 
 namespace {
-
-torch::Device pick_device(const std::string& d) {
-  if (d == "cpu") return torch::kCPU;
-  if (d == "cuda") {
-    if (!torch::cuda::is_available()) throw UsageError("device: cuda was requested but no CUDA device is available");
-    return torch::kCUDA;
-  }
-  return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-}
 
 Batch to_device(Batch b, const torch::Device& d) {
   if (d.is_cpu()) return b;
@@ -129,6 +122,58 @@ json routes_json(model::TLMoEModel& m, const std::vector<std::string>& tasks, do
   return j;
 }
 
+// The dev files the generation-based score decodes (SPEC §3.3, §11.9): per upstream task its
+// {task}_full_dev.tsv (data.upstream_source = full) or its first k-shot split's dev file.
+std::vector<EvalSet> upstream_dev_sets(const Config& cfg, const TaskData& data) {
+  const json man = read_preprocess_manifest(cfg);
+  const auto metrics = data::load_task_metrics(man.at("tasks_file").get<std::string>());
+  const fs::path cache = cache_dir(cfg);
+  std::vector<EvalSet> sets;
+  for (const auto& task : data.upstream) {
+    const int64_t id = std::lower_bound(data.task_names.begin(), data.task_names.end(), task) - data.task_names.begin();
+    const json* pick = nullptr;
+    for (const json& f : man.at("tasks").at(task).at("files")) {
+      if (f.at("split") != "dev") continue;
+      const bool full = f.at("kind") == "full";
+      if (cfg.data.upstream_source == "full" ? full : !full) {
+        if (!pick || (!full && f.value("prefix", "") < pick->value("prefix", ""))) pick = &f;
+      }
+    }
+    if (!pick) continue;  // load_task_data already insists on train files; a task without dev is skipped
+    auto it = metrics.find(task);
+    if (it == metrics.end()) throw DataError(man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + task + "'");
+    sets.push_back(load_eval_set(cache, *pick, task, id, it->second, cfg.train.eval_max_examples));
+  }
+  return sets;
+}
+
+struct DevScore {
+  double mean = NAN;
+  int64_t nan_tasks = 0;
+  json per_task = json::object();
+};
+
+// Mean over the dev tasks of their metric (NaN scores count as 0 and are counted).
+DevScore dev_score(model::TLMoEModel& m, const std::vector<EvalSet>& sets, const text::Tokenizer& tok,
+                   const Config& cfg, const TaskData& data, double tau, const torch::Device& dev) {
+  DevScore d;
+  if (sets.empty()) return d;
+  const auto g = generation_options(cfg, data.bos_id, data.eos_id, data.pad_id);
+  const auto mo = metric_options(cfg);
+  const RouteFn routes = model_routes(m, tau, static_cast<uint64_t>(cfg.train.seed));
+  double sum = 0;
+  for (const auto& s : sets) {
+    auto preds = predict(*m, s.examples, routes, tok, g, cfg.eval.batch_size, dev);
+    auto sc = score_predictions(s, preds, mo);
+    if (std::isfinite(sc.score)) sum += sc.score;
+    else ++d.nan_tasks;
+    d.per_task[s.task] = std::isfinite(sc.score) ? json(sc.score) : json(nullptr);
+  }
+  m->train();
+  d.mean = sum / static_cast<double>(sets.size());
+  return d;
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& opts) {
@@ -188,10 +233,21 @@ TrainResult train(const TrainOptions& opts) {
   bo.decoder_start_id = start_id;
   MultiTaskBatcher batcher(data.train, bo);
   const auto dev_batches = eval_batches(data.dev, cfg.eval.batch_size, pad, start_id);
+  const bool by_score = cfg.train.select_by == "score";
+  std::vector<EvalSet> dev_sets;
+  std::unique_ptr<text::Tokenizer> tok;
+  if (by_score) {
+    dev_sets = upstream_dev_sets(cfg, data);
+    tok = load_tokenizer(cfg);
+    int64_t n = 0;
+    for (const auto& s : dev_sets) n += static_cast<int64_t>(s.examples.size());
+    log << "dev score: " << dev_sets.size() << " tasks, " << n << " examples decoded per evaluation\n";
+  }
 
   // ---- state (fresh or resumed) ------------------------------------------------------------------
   int64_t step = 0;
   double best_dev = INFINITY;
+  double best_score = -INFINITY;
   int64_t best_step = 0;
   if (opts.resume) {
     auto ck = load_checkpoint(run / "last");
@@ -205,6 +261,7 @@ TrainResult train(const TrainOptions& opts) {
     const json& t = ck.meta.at("trainer");
     step = t.at("step").get<int64_t>();
     best_dev = t.value("best_dev_loss", INFINITY);
+    best_score = t.contains("best_dev_score") && t["best_dev_score"].is_number() ? t["best_dev_score"].get<double>() : -INFINITY;
     best_step = t.value("best_step", 0);
     batcher.seek(t.at("epoch").get<int64_t>(), t.at("position").get<int64_t>());
     auto it = ck.optimizer.find("rng.cpu");
@@ -228,7 +285,8 @@ TrainResult train(const TrainOptions& opts) {
     ck.meta["tokenizer_model"] = data.tokenizer_model;
     ck.meta["config"] = to_yaml(cfg);
     ck.meta["trainer"] = {{"step", step},         {"epoch", batcher.epoch()}, {"position", batcher.position()},
-                          {"best_dev_loss", best_dev}, {"best_step", best_step}};
+                          {"best_dev_loss", best_dev}, {"best_step", best_step},
+                          {"best_dev_score", std::isfinite(best_score) ? json(best_score) : json(nullptr)}};
     save_checkpoint(dir, ck);
   };
 
@@ -316,6 +374,13 @@ TrainResult train(const TrainOptions& opts) {
     if (eval_now) {
       const double dev_loss = eval_loss(m, dev_batches, lo, tau_at(step), dev);
       json line = {{"step", step}, {"dev_loss", dev_loss}};
+      DevScore score;
+      if (by_score) {
+        score = dev_score(m, dev_sets, *tok, cfg, data, tau_at(step), dev);
+        line["dev_score"] = score.mean;
+        line["dev_score_nan_tasks"] = score.nan_tasks;
+        line["dev_task_scores"] = score.per_task;
+      }
       metrics.write(line);
       if (m->options().experts > 1) {
         char name[32];
@@ -324,8 +389,11 @@ TrainResult train(const TrainOptions& opts) {
       }
       std::ostringstream msg;
       msg << "step " << step << ": dev loss " << dev_loss;
-      if (dev_loss < best_dev) {
-        best_dev = dev_loss;
+      if (by_score) msg << ", dev score " << score.mean;
+      const bool better = by_score ? score.mean > best_score : dev_loss < best_dev;
+      best_dev = std::min(best_dev, dev_loss);
+      if (by_score && score.mean > best_score) best_score = score.mean;
+      if (better) {
         best_step = step;
         save(run / "best");
         msg << " (best)";
@@ -340,6 +408,7 @@ TrainResult train(const TrainOptions& opts) {
   if (last_saved != step) save(run / "last");  // the state to resume from (also after stop_after)
   result.step = step;
   result.best_dev_loss = best_dev;
+  result.best_dev_score = best_score;
   result.best_step = best_step;
   result.stopped_early = step < total;
   return result;

@@ -21,7 +21,8 @@ struct TrainOptions {
 struct TrainResult {
   int64_t step = 0;                  // optimizer steps done
   std::vector<double> step_losses;   // per-token train loss of each step of this invocation
-  double best_dev_loss = 0;
+  double best_dev_loss = 0;          // lowest teacher-forced dev loss per token
+  double best_dev_score = 0;         // highest generation dev score (train.select_by = score; else -inf)
   int64_t best_step = 0;
   bool stopped_early = false;        // stop_after reached before train.steps
 };

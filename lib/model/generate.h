@@ -1,0 +1,56 @@
+// Batched generation for the seq2seq model (SPEC §3.3, §4.1): greedy search and beam search
+// with Hugging Face's semantics, a key/value cache, and the logits processors BART's generation
+// config uses (forced BOS/EOS, no-repeat-ngram, minimum length).
+//
+// Routing: the caller passes one LayerRoute per layer for the batch. Dense (soft) routes run
+// every expert and keep a cache per expert. Hard routes (sparse) run only the selected experts:
+// rows are grouped by route and each group is generated on its own, so a layer executes and
+// caches only the experts its group selected.
+//
+// Beam search follows transformers' BeamSearchScorer (the version CrossFit and the paper ran):
+//   beam scores start at 0 for beam 0 and -1e9 for the others; each step takes the 2*beams best
+//   (beam, token) continuations of sum log p; an EOS among the first `beams` candidates closes a
+//   hypothesis scored sum_logprobs / len^length_penalty (len counts the decoder start token);
+//   an example is done when it has `beams` hypotheses and, unless early_stopping, no running
+//   beam can beat the worst of them (best running sum / cur_len^length_penalty); at max_len the
+//   running beams are added as hypotheses. max_len counts the decoder start token (HF max_length).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "model/seq2seq.h"
+
+namespace tlmoe::model {
+
+struct GenerationOptions {
+  int64_t num_beams = 1;          // 1 = greedy search
+  int64_t max_len = 64;           // decoder length including the start token
+  int64_t min_len = 0;            // EOS is forbidden while the length is below this
+  double length_penalty = 1.0;
+  int64_t no_repeat_ngram = 0;    // 0 = off
+  bool early_stopping = false;
+  int64_t decoder_start_id = 2;
+  int64_t forced_bos_id = -1;     // >= 0: the first generated token (after the start token)
+  int64_t forced_eos_id = -1;     // >= 0: the token forced at the last position (max_len - 1)
+  int64_t eos_id = 2;
+  int64_t pad_id = 1;
+  bool use_cache = true;          // false: recompute the whole prefix every step (a test reference)
+  bool greedy_for_one_beam = true; // num_beams = 1 runs greedy search; false: beam search with one
+                                   // beam (the same result by construction; a test reference)
+};
+
+// Generates for every row of input_ids [B,S] (mask [B,S], 1 = token). Returns per row the
+// generated ids after the decoder start token, through EOS when one was produced. The model
+// should be in eval() mode.
+std::vector<std::vector<int64_t>> generate(Seq2SeqImpl& model, const torch::Tensor& input_ids,
+                                           const torch::Tensor& input_mask, const std::vector<LayerRoute>& routes,
+                                           const GenerationOptions& opts);
+
+// Bans, per row of `scores` [N,V], every token that would repeat an n-gram already in
+// `sequences[row]` (Hugging Face's NoRepeatNGramLogitsProcessor). Exposed for tests.
+void ban_repeated_ngrams(torch::Tensor& scores, const std::vector<std::vector<int64_t>>& sequences, int64_t n);
+
+}  // namespace tlmoe::model
