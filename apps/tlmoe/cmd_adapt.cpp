@@ -1,22 +1,75 @@
-// tlmoe adapt --config C --checkpoint CK [--tasks a,b] [--run-dir D]
+// tlmoe adapt --config C [--checkpoint CK | --from-scratch] --out D [--tasks a,b] [--set k=v]...
+#include <cmath>
+#include <cstdio>
+#include <iostream>
 #include <memory>
+#include <sstream>
 
 #include "commands.h"
+#include "common/error.h"
+#include "train/adapt.h"
 
 namespace tlmoe::app {
+
+namespace {
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) v.push_back(item);
+  return v;
+}
+}  // namespace
 
 void setup_adapt(CLI::App& app) {
   struct Opts {
     ConfigOptions config;
-    std::string checkpoint, tasks, run_dir;
+    std::string checkpoint, tasks, out;
+    bool scratch = false, plain = false;
+    int64_t stop_after = 0;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("adapt", "Few-shot fine-tuning on unseen tasks (CrossFit protocol)");
+  auto* cmd = app.add_subcommand(
+      "adapt",
+      "Few-shot fine-tuning on unseen tasks (CrossFit protocol): every task x k-shot split x (lr, batch size) "
+      "grid point, dev-selected, test-scored; writes results.csv and summary.json. Resumable: run the same "
+      "command again to continue an interrupted sweep.");
   add_config_options(cmd, o->config, true);
-  cmd->add_option("--checkpoint", o->checkpoint, "Upstream checkpoint to start from");
-  cmd->add_option("--tasks", o->tasks, "Comma-separated tasks (default: the split's test tasks)");
-  cmd->add_option("--run-dir", o->run_dir, "Run directory (results.csv, summary.json)");
-  cmd->callback([] { not_implemented("adapt", "issue #4: generation, metrics and few-shot adaptation"); });
+  cmd->add_option("--checkpoint", o->checkpoint,
+                  "Upstream checkpoint to start from (a TL-MoE or vanilla run's best/ or last/)");
+  cmd->add_flag("--from-scratch", o->scratch,
+                "Start from the model of the config's model section, freshly initialised (or model.init_from): "
+                "the direct fine-tuning baseline");
+  cmd->add_option("--tasks", o->tasks, "Comma-separated tasks (default: the split file's test tasks)");
+  cmd->add_option("--out", o->out, "Output directory (sweep.json, progress.jsonl, results.csv, summary.json)")
+      ->required();
+  cmd->add_option("--stop-after", o->stop_after, "Stop after N grid points of this invocation (rerun to continue)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--plain", o->plain, "Plain log lines instead of a progress bar");
+  cmd->callback([o] {
+    if (o->checkpoint.empty() == !o->scratch)
+      throw UsageError("adapt: give exactly one of --checkpoint CK or --from-scratch");
+    train::AdaptOptions a;
+    a.cfg = load_config(o->config.sources());
+    a.checkpoint = o->checkpoint;
+    a.out_dir = o->out;
+    a.tasks = split_list(o->tasks);
+    a.log = &std::cerr;
+    a.plain_progress = o->plain;
+    a.stop_after_points = o->stop_after;
+    auto r = train::adapt(a);
+    std::printf("%-28s %-20s %8s %8s %6s\n", "task", "metric", "mean", "std", "splits");
+    for (auto it = r.summary["tasks"].begin(); it != r.summary["tasks"].end(); ++it) {
+      const auto& t = it.value();
+      auto val = [](const nlohmann::json& j) { return j.is_number() ? j.get<double>() : NAN; };
+      std::printf("%-28s %-20s %8.4f %8.4f %6zu\n", it.key().c_str(), t["metric"].get<std::string>().c_str(),
+                  val(t["mean"]), val(t["std"]), t["splits"].size());
+    }
+    std::cout << (r.complete ? "complete" : "incomplete (rerun the same command to continue)") << ": "
+              << r.points_run << " grid points run now, " << r.points_reused << " reused, of " << r.points_total
+              << "\nresults: " << o->out << "/results.csv, " << o->out << "/summary.json\n";
+  });
 }
 
 }  // namespace tlmoe::app

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "common/error.h"
+#include "data/task_meta.h"
 #include "data/token_cache.h"
 #include "data/tsv.h"
 #include "model/selection.h"
@@ -50,6 +51,13 @@ EvalSet load_eval_set(const fs::path& cache_dir, const json& file, const std::st
     s.golds.push_back(std::move(rows[i].outputs));
   }
   return s;
+}
+
+std::map<std::string, std::string> task_metrics(const fs::path& tasks_file) {
+  const data::TaskTable table = data::load_tasks(tasks_file);
+  std::map<std::string, std::string> m;
+  for (const auto& name : table.names()) m[name] = table.info(name).metric;
+  return m;
 }
 
 model::GenerationOptions generation_options(const Config& cfg, int64_t bos, int64_t eos, int64_t pad) {

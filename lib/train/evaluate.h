@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -39,6 +40,9 @@ struct EvalSet {
 // the TSV disagree on the number of examples (the cache is stale: run preprocess).
 EvalSet load_eval_set(const std::filesystem::path& cache_dir, const nlohmann::json& file, const std::string& task,
                       int64_t task_id, const std::string& metric, int64_t max_examples = 0);
+
+// task -> CrossFit metric name, from tasks.json (either of its two formats, data/task_meta.h).
+std::map<std::string, std::string> task_metrics(const std::filesystem::path& tasks_file);
 
 // Generation settings of the eval section with the model's special tokens. decoder_start per
 // model.decoder_start; forced BOS/EOS per eval.forced_bos / eval.forced_eos.

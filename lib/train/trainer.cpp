@@ -126,7 +126,7 @@ json routes_json(model::TLMoEModel& m, const std::vector<std::string>& tasks, do
 // {task}_full_dev.tsv (data.upstream_source = full) or its first k-shot split's dev file.
 std::vector<EvalSet> upstream_dev_sets(const Config& cfg, const TaskData& data) {
   const json man = read_preprocess_manifest(cfg);
-  const auto metrics = data::load_task_metrics(man.at("tasks_file").get<std::string>());
+  const auto metrics = task_metrics(man.at("tasks_file").get<std::string>());
   const fs::path cache = cache_dir(cfg);
   std::vector<EvalSet> sets;
   for (const auto& task : data.upstream) {
