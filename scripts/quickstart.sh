@@ -1,37 +1,57 @@
 #!/usr/bin/env bash
 # The quickstart pipeline on the embedded gym. Usage: scripts/quickstart.sh [path/to/tlmoe]
-# Each step's output goes under runs/quickstart/. Re-running starts the training runs afresh.
+# Every output goes under runs/quickstart/. Re-running starts the training runs afresh; the
+# adaptation sweeps are resumable, so they are restarted too (their folders are removed).
 set -euo pipefail
 tlmoe="${1:-build/tlmoe}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=runs/quickstart
 cfg=configs/quickstart.yaml
+vcfg=configs/quickstart_vanilla.yaml
 mkdir -p "$out"
 t0=$(date +%s)
+step() { echo; echo "== $1 ($(( $(date +%s) - t0 )) s) =="; }
 
-echo "== 1/4 tlmoe gym: the embedded benchmark =="
+step "1/8 tlmoe gym: the embedded benchmark"
 "$tlmoe" gym --out "$out/gym" --seed 42
 
-echo
-echo "== 2/4 tlmoe preprocess: tokenizer and token caches =="
-"$tlmoe" preprocess --config "$cfg"
+step "2/8 tlmoe preprocess: tokenizer and token caches"
+"$tlmoe" preprocess --config "$vcfg"
 
-echo
-echo "== 3/4 tlmoe train: the vanilla multi-task baseline (m = 1) =="
-rm -rf "$out/vanilla" "$out/tlmoe"
-"$tlmoe" train --config "$cfg" --set model.experts=1 --run-dir "$out/vanilla"
+step "3/8 tlmoe train: the vanilla multi-task baseline (m = 1)"
+rm -rf "$out/vanilla" "$out/tlmoe" "$out/adapt" "$out/zeroshot" "$out/analysis"
+"$tlmoe" train --config "$vcfg" --run-dir "$out/vanilla" --plain
 
-echo
-echo "== 4/4 tlmoe train: TL-MoE (m = 3, layer-specific MLP router, straight-through gumbel) =="
-"$tlmoe" train --config "$cfg" --run-dir "$out/tlmoe"
+step "4/8 tlmoe train: TL-MoE (m = 3, layer MLP router on TextEmb of the vanilla model, straight-through gumbel)"
+"$tlmoe" train --config "$cfg" --run-dir "$out/tlmoe" --plain
 
+step "5/8 tlmoe adapt: few-shot fine-tuning on the unseen (test) tasks"
+"$tlmoe" adapt --config "$vcfg" --from-scratch --out "$out/adapt/direct" --plain
+"$tlmoe" adapt --config "$vcfg" --checkpoint "$out/vanilla/best" --out "$out/adapt/vanilla" --plain
+"$tlmoe" adapt --config "$cfg" --checkpoint "$out/tlmoe/best" --out "$out/adapt/tlmoe" --plain
+
+step "6/8 tlmoe eval: zero-shot on the unseen tasks (no training)"
+"$tlmoe" eval --config "$vcfg" --checkpoint "$out/vanilla/best" --out "$out/zeroshot/vanilla" > /dev/null
+"$tlmoe" eval --config "$cfg" --checkpoint "$out/tlmoe/best" --out "$out/zeroshot/tlmoe" > /dev/null
+
+step "7/8 tlmoe analyze-routes: what the router learned"
+if "$tlmoe" analyze-routes --help > /dev/null 2>&1 && "$tlmoe" analyze-routes --config "$cfg" --checkpoint "$out/tlmoe/best" --out "$out/analysis"; then
+  analysis="$out/analysis/report.md"
+else
+  analysis="(routing analysis unavailable)"
+fi
+
+step "8/8 results"
+echo "Few-shot (dev-selected test score, mean over k-shot splits; ARG in %):"
+"$tlmoe" eval table direct="$out/adapt/direct" vanilla="$out/adapt/vanilla" tlmoe="$out/adapt/tlmoe" \
+  --markdown "$out/fewshot.md"
 echo
-dev_loss() { grep '"dev_loss"' "$1/metrics.jsonl" | sed 's/.*"dev_loss":\([0-9.eE+-]*\).*/\1/' | sort -g | head -1; }
-echo "best dev loss per target token: vanilla $(dev_loss "$out/vanilla"), TL-MoE $(dev_loss "$out/tlmoe")"
-last_routes=$(ls "$out/tlmoe/routes" | tail -1)
-echo "TL-MoE routes of every task: $out/tlmoe/routes/$last_routes"
+echo "Zero-shot (test score without training):"
+"$tlmoe" eval table vanilla="$out/zeroshot/vanilla" tlmoe="$out/zeroshot/tlmoe" --markdown "$out/zeroshot.md"
 echo
-echo "quickstart done in $(( $(date +%s) - t0 )) s. Outputs: $out/gym (data and caches), $out/vanilla, $out/tlmoe"
-echo "(checkpoints best/ last/, metrics.jsonl, routes/)."
-echo "What comes next (not built yet, see the open issues): tlmoe adapt / eval (few-shot and zero-shot"
-echo "on the gym's test tasks, ARG), tlmoe analyze-routes (route figures and statistics)."
+echo "quickstart done in $(( $(date +%s) - t0 )) s. Outputs under $out/:"
+echo "  vanilla/ tlmoe/            training runs (best/ last/ checkpoints, metrics.jsonl, routes/)"
+echo "  adapt/{direct,vanilla,tlmoe}/  results.csv and summary.json of the few-shot sweeps"
+echo "  zeroshot/{vanilla,tlmoe}/  summary.json and predictions/ of the zero-shot evaluation"
+echo "  fewshot.md zeroshot.md     the tables above as Markdown"
+echo "  routing analysis:          $analysis"

@@ -5,6 +5,9 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <set>
+#include <algorithm>
+#include <cstdio>
 #include <sstream>
 
 #include "commands.h"
@@ -58,6 +61,130 @@ eval::ScoreTable read_scores(const std::string& run) {
   return t;
 }
 
+double task_mean(const json& summary_tasks, const std::string& task) {
+  if (!summary_tasks.contains(task)) return NAN;
+  const json& m = summary_tasks[task].at("mean");
+  return m.is_number() ? m.get<double>() : NAN;
+}
+
+json read_summary(const std::string& run) {
+  fs::path p = run;
+  if (fs::is_directory(p)) p /= "summary.json";
+  std::ifstream f(p);
+  if (!f) throw DataError(p.string(), 0, "cannot read a summary (expected the --out folder of tlmoe adapt or eval)");
+  try {
+    return json::parse(f);
+  } catch (const json::exception& e) {
+    throw DataError(p.string(), 0, std::string("damaged summary: ") + e.what());
+  }
+}
+
+std::string fmt_pct(double v) {
+  if (!std::isfinite(v)) return "n/a";
+  char b[32];
+  std::snprintf(b, sizeof b, "%+.1f%%", v);
+  return b;
+}
+
+// `tlmoe eval table NAME=DIR...`: the runs side by side per task, then ARG for pairs of them.
+void run_table(const std::vector<std::string>& runs, const std::string& pairs_arg, const std::string& markdown,
+               const eval::CompareOptions& co) {
+  std::vector<std::string> names, dirs;
+  for (const auto& r : runs) {
+    const auto eq = r.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == r.size())
+      throw UsageError("eval table: expected NAME=DIR, got '" + r + "'");
+    names.push_back(r.substr(0, eq));
+    dirs.push_back(r.substr(eq + 1));
+  }
+  auto index_of = [&](const std::string& n) {
+    auto it = std::find(names.begin(), names.end(), n);
+    if (it == names.end()) throw UsageError("eval table: --pairs names unknown run '" + n + "'");
+    return static_cast<size_t>(it - names.begin());
+  };
+  std::vector<std::pair<size_t, size_t>> pairs;  // (method, base)
+  if (pairs_arg.empty()) {
+    for (size_t b = 0; b < names.size(); ++b)
+      for (size_t a = b + 1; a < names.size(); ++a) pairs.emplace_back(a, b);
+  } else {
+    for (const auto& p : split_list(pairs_arg)) {
+      const auto slash = p.find('/');
+      if (slash == std::string::npos) throw UsageError("eval table: --pairs expects A/B items, got '" + p + "'");
+      pairs.emplace_back(index_of(p.substr(0, slash)), index_of(p.substr(slash + 1)));
+    }
+  }
+  std::vector<json> sums;
+  std::vector<eval::ScoreTable> tables;
+  std::set<std::string> tasks;
+  for (const auto& d : dirs) {
+    sums.push_back(read_summary(d));
+    tables.push_back(read_scores(d));
+    for (auto it = sums.back()["tasks"].begin(); it != sums.back()["tasks"].end(); ++it) tasks.insert(it.key());
+  }
+  std::ostringstream txt, md;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%-26s %-20s", "task", "metric");
+  txt << buf;
+  md << "| task | metric |";
+  for (const auto& n : names) {
+    std::snprintf(buf, sizeof buf, " %12s", n.c_str());
+    txt << buf;
+    md << " " << n << " |";
+  }
+  txt << "\n";
+  md << "\n|---|---|";
+  for (size_t i = 0; i < names.size(); ++i) md << "---:|";
+  md << "\n";
+  std::vector<double> sum(names.size(), 0.0);
+  std::vector<int64_t> cnt(names.size(), 0);
+  for (const auto& t : tasks) {
+    std::string metric;
+    for (const auto& s : sums)
+      if (s["tasks"].contains(t)) metric = s["tasks"][t].value("metric", "");
+    std::snprintf(buf, sizeof buf, "%-26s %-20s", t.c_str(), metric.c_str());
+    txt << buf;
+    md << "| " << t << " | " << metric << " |";
+    for (size_t i = 0; i < names.size(); ++i) {
+      const double v = task_mean(sums[i]["tasks"], t);
+      if (std::isfinite(v)) sum[i] += v, ++cnt[i];
+      std::snprintf(buf, sizeof buf, " %12s", std::isfinite(v) ? std::to_string(v).substr(0, 6).c_str() : "n/a");
+      txt << buf;
+      md << " " << (std::isfinite(v) ? std::to_string(v).substr(0, 6) : std::string("n/a")) << " |";
+    }
+    txt << "\n";
+    md << "\n";
+  }
+  std::snprintf(buf, sizeof buf, "%-26s %-20s", "mean", "");
+  txt << buf;
+  md << "| **mean** | |";
+  for (size_t i = 0; i < names.size(); ++i) {
+    const double v = cnt[i] ? sum[i] / static_cast<double>(cnt[i]) : NAN;
+    std::snprintf(buf, sizeof buf, " %12s", std::isfinite(v) ? std::to_string(v).substr(0, 6).c_str() : "n/a");
+    txt << buf;
+    md << " " << (std::isfinite(v) ? std::to_string(v).substr(0, 6) : std::string("n/a")) << " |";
+  }
+  txt << "\n\n";
+  md << "\n\n| comparison | ARG (all tasks) | ARG (unflagged) | tasks unflagged | p (sign-flip) | 95% CI (unflagged) |\n"
+        "|---|---:|---:|---:|---:|---|\n";
+  for (const auto& [a, b] : pairs) {
+    auto c = eval::compare_runs(tables[a], tables[b], co);
+    std::snprintf(buf, sizeof buf, "ARG %s over %s: %s over %zu tasks; %s over the %zu unflagged (p = %.4g, 95%% CI [%s, %s])\n",
+                  names[a].c_str(), names[b].c_str(), fmt_pct(c.all.arg_percent).c_str(), c.all.tasks,
+                  fmt_pct(c.unflagged.arg_percent).c_str(), c.unflagged.tasks, c.unflagged.p_value,
+                  fmt_pct(c.unflagged.ci_low_percent).c_str(), fmt_pct(c.unflagged.ci_high_percent).c_str());
+    txt << buf;
+    std::snprintf(buf, sizeof buf, "| %s over %s | %s | %s | %zu of %zu | %.4g | [%s, %s] |\n", names[a].c_str(),
+                  names[b].c_str(), fmt_pct(c.all.arg_percent).c_str(), fmt_pct(c.unflagged.arg_percent).c_str(),
+                  c.unflagged.tasks, c.all.tasks, c.unflagged.p_value, fmt_pct(c.unflagged.ci_low_percent).c_str(),
+                  fmt_pct(c.unflagged.ci_high_percent).c_str());
+    md << buf;
+  }
+  txt << "(flagged tasks have a base score near zero, negative or NaN: their relative gain is not meaningful; "
+         "`tlmoe eval compare A B` lists them)\n";
+  std::cout << txt.str();
+  if (!markdown.empty()) io::write_file_atomic(markdown, md.str());
+}
+
 }  // namespace
 
 void setup_eval(CLI::App& app) {
@@ -66,6 +193,8 @@ void setup_eval(CLI::App& app) {
     std::string checkpoint, tasks, partitions = "test", out;
     int64_t max_examples = 0;
     std::string run_a, run_b, json_out;
+    std::vector<std::string> table_runs;
+    std::string pairs, markdown;
     eval::CompareOptions co;
   };
   auto o = std::make_shared<Opts>();
@@ -107,8 +236,22 @@ void setup_eval(CLI::App& app) {
       io::write_file_atomic(o->json_out, eval::comparison_to_json(c, o->run_a, o->run_b).dump(1) + "\n");
   });
 
+  auto* table = cmd->add_subcommand(
+      "table", "Several result folders side by side per task, and ARG with significance for pairs of them");
+  table->add_option("runs", o->table_runs, "NAME=DIR items (adapt or eval --out folders), in column order")
+      ->required();
+  table->add_option("--pairs", o->pairs,
+                    "Comma-separated METHOD/BASE name pairs to compare (default: every later column over every "
+                    "earlier one)");
+  table->add_option("--markdown", o->markdown, "Also write the tables as Markdown to this file");
+  table->add_option("--permutations", o->co.permutations, "Random sign assignments of the permutation test")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  table->add_option("--seed", o->co.seed, "Seed of the permutation test and bootstrap")->capture_default_str();
+  table->callback([o] { run_table(o->table_runs, o->pairs, o->markdown, o->co); });
+
   cmd->callback([cmd, o] {
-    if (cmd->got_subcommand("compare")) return;
+    if (cmd->got_subcommand("compare") || cmd->got_subcommand("table")) return;
     if (o->config.file.empty()) throw UsageError("eval: --config is required (data and eval settings)");
     if (o->checkpoint.empty()) throw UsageError("eval: --checkpoint is required");
     train::EvalTasksOptions e;

@@ -121,8 +121,10 @@ double stdev(const std::vector<double>& v, double mean) {
   return std::sqrt(s / static_cast<double>(v.size()));
 }
 
-// A dense (m = 1) model whose layer l is expert route[l] of `src` (SPEC §4.2 squeeze_weights).
-model::TLMoEModel squeeze(model::TLMoEModel& src, const std::vector<int64_t>& expert_of_layer, const Config& mcfg) {
+}  // namespace
+
+model::TLMoEModel squeeze_to_dense(model::TLMoEModel& src, const std::vector<int64_t>& expert_of_layer,
+                                   const Config& mcfg) {
   Config dcfg = mcfg;
   dcfg.model.experts = 1;
   const auto& so = src->options();
@@ -154,10 +156,9 @@ model::TLMoEModel squeeze(model::TLMoEModel& src, const std::vector<int64_t>& ex
   }
   for (auto& b : dense->named_buffers(true))
     if (const auto* s = from_b.find(b.key())) b.value().copy_(*s);
+  dense->to(src->final_logits_bias.device());
   return dense;
 }
-
-}  // namespace
 
 AdaptResult adapt(const AdaptOptions& opts) {
   std::ostream& log = opts.log ? *opts.log : std::cerr;
@@ -454,7 +455,7 @@ AdaptResult adapt(const AdaptOptions& opts) {
         for (auto& r : route1)
           if (!r.sparse || r.indices.size(1) != 1)
             throw ConfigError("", "adapt.mode", "squeeze needs top-1 hard routes; the checkpoint's routes are soft");
-        work = squeeze(st.model, hard, st.mcfg);
+        work = squeeze_to_dense(st.model, hard, st.mcfg);
         work->to(dev);
         route1.clear();
       }

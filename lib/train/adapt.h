@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "model/tlmoe_model.h"
 
 namespace tlmoe::train {
 
@@ -75,6 +76,12 @@ struct AdaptResult {
   int64_t points_total = 0, points_run = 0, points_reused = 0;
   bool complete = false;
 };
+
+// A dense (model.experts = 1) copy of `src` whose layer l is expert expert_of_layer[l] of src
+// (layers indexed encoder first, then decoder; vanilla layers are copied as they are): the
+// model `adapt.mode = squeeze` fine-tunes (SPEC §4.2 squeeze_weights). mcfg = src's config.
+model::TLMoEModel squeeze_to_dense(model::TLMoEModel& src, const std::vector<int64_t>& expert_of_layer,
+                                   const Config& mcfg);
 
 // Throws InputError for bad input (unknown task, a task without k-shot files, a checkpoint that
 // does not fit, another sweep in out_dir) before any fine-tuning starts.

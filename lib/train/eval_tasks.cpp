@@ -76,7 +76,14 @@ json evaluate_tasks(const EvalTasksOptions& opts) {
       if (f.at("kind") == "kshot" && f.at("split") == "test" &&
           (!test || f.at("prefix").get<std::string>() < test->at("prefix").get<std::string>()))
         test = &f;
-    if (!test) throw DataError(data::task_dir(cfg.data.dir, t).string(), 0, "task '" + t + "' has no k-shot test file");
+    // A seen task without k-shot files (data.upstream_source = full) is scored on its held-out
+    // {task}_full_dev.tsv.
+    if (!test)
+      for (const json& f : man.at("tasks").at(t).at("files"))
+        if (f.at("kind") == "full" && f.at("split") == "dev") test = &f;
+    if (!test)
+      throw DataError(data::task_dir(cfg.data.dir, t).string(), 0,
+                      "task '" + t + "' has neither a k-shot test file nor a {task}_full_dev.tsv");
     auto mit = metrics.find(t);
     if (mit == metrics.end()) throw DataError(man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + t + "'");
     EvalSet set = load_eval_set(cache, *test, t, id, mit->second, opts.max_examples);

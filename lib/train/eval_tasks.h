@@ -4,7 +4,7 @@
 //     table is computed from the task's inputs only); a vanilla model just decodes.
 //   seen tasks ("train"): the multi-task model's test score on tasks it was trained on.
 // Each task's test file of its first k-shot split (CrossFit's test file is the same for every
-// split) is decoded with the eval section's settings and scored with the task's metric.
+// split; a seen task without k-shot files uses its {task}_full_dev.tsv) is decoded with the eval section's settings and scored with the task's metric.
 //
 // Output (out_dir): summary.json in adapt's layout (tasks -> {metric, mean, std, splits: {"test":
 // {"seed": 0, "test": score}}, partition, examples, unparsable, route}), so `tlmoe eval compare`

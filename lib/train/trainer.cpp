@@ -376,8 +376,10 @@ TrainResult train(const TrainOptions& opts) {
       json line = {{"step", step}, {"dev_loss", dev_loss}};
       DevScore score;
       if (by_score) {
+        const auto t_score = std::chrono::steady_clock::now();
         score = dev_score(m, dev_sets, *tok, cfg, data, tau_at(step), dev);
         line["dev_score"] = score.mean;
+        line["dev_score_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_score).count();
         line["dev_score_nan_tasks"] = score.nan_tasks;
         line["dev_task_scores"] = score.per_task;
       }

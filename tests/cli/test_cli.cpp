@@ -35,18 +35,62 @@ TEST_CASE("usage errors exit 2", "[cli]") {
   CHECK(run_tlmoe("bench nothing").exit_code == 2);
 }
 
-TEST_CASE("commands of later issues exit 1 with 'not implemented yet' and write nothing", "[cli]") {
+TEST_CASE("commands of later issues exit 1 with 'not implemented yet'", "[cli]") {
+  auto r = run_tlmoe("bench dispatch");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains("not implemented yet"));
+}
+
+namespace {
+// A summary.json as adapt writes it: task -> split seed -> selected test score.
+std::string summary(const std::vector<std::pair<std::string, std::vector<std::pair<int, double>>>>& tasks) {
+  std::string s = "{\"complete\": true, \"tasks\": {";
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    s += (i ? ", " : "") + std::string("\"") + tasks[i].first + "\": {\"metric\": \"EM\", \"mean\": ";
+    double m = 0;
+    for (auto& [seed, v] : tasks[i].second) m += v / static_cast<double>(tasks[i].second.size());
+    s += std::to_string(m) + ", \"splits\": {";
+    for (size_t j = 0; j < tasks[i].second.size(); ++j)
+      s += (j ? ", " : "") + std::string("\"p") + std::to_string(tasks[i].second[j].first) + "\": {\"seed\": " +
+           std::to_string(tasks[i].second[j].first) + ", \"test\": " + std::to_string(tasks[i].second[j].second) + "}";
+    s += "}}";
+  }
+  return s + "}}";
+}
+}  // namespace
+
+TEST_CASE("eval compare and eval table report ARG on hand-made result tables", "[cli][eval]") {
+  TempDir d;
+  // t1: A mean 0.5, B mean 0.4 -> RG +25 %; t2: A 0.3, B 0.6 -> RG -50 %; ARG = (25 - 50) / 2 = -12.5 %
+  write_text(d / "a/summary.json", summary({{"t1", {{13, 0.6}, {42, 0.4}}}, {"t2", {{13, 0.3}, {42, 0.3}}}}));
+  write_text(d / "b/summary.json", summary({{"t1", {{13, 0.4}, {42, 0.4}}}, {"t2", {{13, 0.6}, {42, 0.6}}}}));
+  auto r = run_tlmoe("eval compare " + (d / "a").string() + " " + (d / "b").string() + " --json " +
+                     (d / "c.json").string());
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("-12.5"));
+  CHECK_THAT(r.output, Catch::Contains("+25.0") || Catch::Contains("25.0"));
+  CHECK(fs::exists(d / "c.json"));
+  auto t = run_tlmoe("eval table base=" + (d / "b").string() + " new=" + (d / "a").string() + " --markdown " +
+                     (d / "t.md").string());
+  INFO(t.output);
+  CHECK(t.exit_code == 0);
+  CHECK_THAT(t.output, Catch::Contains("ARG new over base: -12.5%"));
+  CHECK_THAT(read_text(d / "t.md"), Catch::Contains("| t1 | EM |"));
+  CHECK(run_tlmoe("eval compare " + (d / "a").string() + " " + (d / "missing").string()).exit_code == 2);
+  CHECK(run_tlmoe("eval table justaname").exit_code == 2);
+}
+
+TEST_CASE("adapt and eval usage errors exit 2", "[cli]") {
   TempDir d;
   write_text(d / "c.yaml", "train:\n  steps: 5\n");
-  for (std::string cmd : {"adapt --config " + (d / "c.yaml").string(), std::string("eval"),
-                          std::string("eval compare a b"), "analyze-routes --checkpoint x --out " + (d / "o").string(),
-                          std::string("bench dispatch")}) {
-    INFO(cmd);
-    auto r = run_tlmoe(cmd);
-    CHECK(r.exit_code == 1);
-    CHECK_THAT(r.output, Catch::Contains("not implemented yet"));
-  }
-  CHECK_FALSE(fs::exists(d / "o"));
+  const std::string c = " --config " + (d / "c.yaml").string();
+  CHECK(run_tlmoe("adapt" + c + " --out " + (d / "o").string()).exit_code == 2);  // neither start given
+  CHECK(run_tlmoe("adapt" + c + " --from-scratch --checkpoint x --out " + (d / "o").string()).exit_code == 2);
+  CHECK(run_tlmoe("eval" + c).exit_code == 2);  // no checkpoint
+  CHECK(run_tlmoe("adapt" + c + " --checkpoint " + (d / "nothing").string() + " --out " + (d / "o").string())
+            .exit_code == 2);
+  CHECK_FALSE(fs::exists(d / "o/results.csv"));
 }
 
 TEST_CASE("config show prints the resolved config, bad configs exit 2 naming file, line and key", "[cli]") {
