@@ -728,6 +728,9 @@ AnalysisReport analyze_routes(const AnalyzeOptions& o) {
     throw UsageError("analyze-routes: --force needs task-level routes; " + o.checkpoint +
                      " routes every example at random (instance_random)");
   for (const auto& t : o.tasks) task_index(t, lm.tasks, "--tasks", o.checkpoint);
+  if (!o.tasks.empty() && ablate.empty() && !o.attribution)
+    throw UsageError("analyze-routes: --tasks chooses the tasks of --ablate / --attribution; give one of them "
+                     "(--force evaluates only the tasks it names)");
   const bool counterfactual = !ablate.empty() || o.attribution || !force.empty();
   if (counterfactual && m.policy().sample_at_eval)
     log << "analyze-routes: warning: the checkpoint samples routes at eval (routing.eval_routes = sample); "
@@ -1247,8 +1250,8 @@ AnalysisReport analyze_routes(const AnalyzeOptions& o) {
       std::string s = "Ablating " + join(names, ", ") + " changes the route of " + std::to_string(changed.size()) +
                       " of " + plural(cf_tasks.size(), "task", "tasks");
       if (cnt > 0)
-        s += "; their metric changes by " + fmt(sum / static_cast<double>(cnt)) + " on average (largest drop: " +
-             worst + ", " + fmt(worst_change) + ")";
+        s += "; their metric changes by " + fmt(sum / static_cast<double>(cnt)) + " on average" +
+             (worst_change < 0 ? " (largest drop: " + worst + ", " + fmt(worst_change) + ")" : " (no task loses)");
       sentences.push_back(s + ".");
     }
 

@@ -105,7 +105,8 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
   // Counterfactual tasks: two of each partition.
   const std::string tasks = "add_digits,person_city,company_product,delete_word,rc_owner,reverse_list";
   r = run_tlmoe("analyze-routes --checkpoint " + (d / "run/last").string() + " --out " + out.string() +
-                " --ablate enc1:1 --force rc_owner=add_digits --tasks " + tasks + " --max-examples 3");
+                " --ablate enc1:1 --force rc_owner=add_digits --tasks " + tasks + " --max-examples 3" +
+                " --compare " + (d / "run/last").string());
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("NMI"));
@@ -129,7 +130,7 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
   }
   for (const std::string t : {"routes.csv", "routes.json", "stats.json", "tables/layer_tests.csv",
                               "tables/association.csv", "tables/clusters.csv", "tables/pca.csv", "tables/dynamics.csv",
-                              "tables/ablation.csv", "tables/force.csv"}) {
+                              "tables/ablation.csv", "tables/force.csv", "tables/compare.csv"}) {
     INFO(t);
     CHECK(fs::exists(out / t));
     CHECK_THAT(report, Catch::Contains("(" + t + ")"));
@@ -177,6 +178,12 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
   }
   CHECK(stats.at("dynamics").at("steps") == nlohmann::json({3, 6}));
   CHECK_FALSE(stats.at("summary").get<std::string>().empty());
+  // A run compared with itself: the experts align to themselves and every route agrees.
+  for (const auto& l : stats.at("compare").at("layers")) {
+    CHECK(l.at("matching") == nlohmann::json({"e1->e1", "e2->e2"}));
+    CHECK(l.at("argmax_agreement") == 1.0);
+    CHECK(l.at("mean_total_variation") == 0.0);
+  }
 
   // Ablation of enc1:e1: exactly the tasks that used it change, and only in enc1, to e2.
   const auto ablation = read_csv(out / "tables/ablation.csv");
@@ -231,6 +238,10 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
                 " --force rc_ownr=add_digits");
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Catch::Contains("did you mean 'rc_owner'"));
+  r = run_tlmoe("analyze-routes --checkpoint " + (d / "run/last").string() + " --out " + (d / "bad").string() +
+                " --tasks rc_owner");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("--tasks"));
   CHECK_FALSE(fs::exists(d / "bad"));
   r = run_tlmoe("analyze-routes --checkpoint " + (d / "nowhere").string() + " --out " + (d / "bad").string());
   CHECK(r.exit_code == 2);

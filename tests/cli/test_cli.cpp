@@ -130,7 +130,7 @@ TEST_CASE("gym -> preprocess end to end, with reuse and bad-data exit codes", "[
   REQUIRE(fs::exists(d / "gym/ontology.json"));
 
   // The quickstart config, pointed at this gym, with a small vocabulary to keep the test quick.
-  const std::string cfg = tlmoe::test::source_dir() + "/configs/quickstart.yaml";
+  const std::string cfg = tlmoe::test::source_dir() + "/configs/quickstart_vanilla.yaml";
   const std::string sets = " --set data.dir=" + gym + " --set tokenizer.vocab_size=500";
   r = run_tlmoe("preprocess --config " + cfg + sets);
   INFO(r.output);

@@ -19,7 +19,8 @@ namespace {
 
 constexpr int64_t kTasks = 12, kEnc = 2, kDec = 2, kExperts = 3;
 
-tlmoe::model::TLMoEModel tiny_model(const std::string& selection, int64_t top_k = 1) {
+tlmoe::model::TLMoEModel tiny_model(const std::string& selection, int64_t top_k = 1,
+                                    const std::string& baseline = "none") {
   torch::manual_seed(7);
   tlmoe::model::ModelOptions mo;
   mo.vocab_size = 40;
@@ -40,6 +41,7 @@ tlmoe::model::TLMoEModel tiny_model(const std::string& selection, int64_t top_k 
   tlmoe::model::RoutingPolicy p;
   p.selection = selection;
   p.top_k = top_k;
+  p.baseline = baseline;
   tlmoe::model::TLMoEModel m(mo, ro, p, kTasks);
   m->eval();
   return m;
@@ -170,6 +172,11 @@ TEST_CASE("analyze: ablation rejects removing every expert of a layer and models
   CHECK_THROWS_AS(ablate_experts(*m, ids, base, {{0, 3}}, 1.0), std::invalid_argument);
   const auto none = ablate_experts(*m, ids, base, {}, 1.0);
   for (size_t l = 0; l < base.size(); ++l) CHECK(same_route(none[l], base[l]));
+
+  auto random = tiny_model("gumbel_st", 1, "task_random");
+  REQUIRE_FALSE(random->has_router());
+  const auto random_base = eval_routes(random, ids, 1.0);
+  CHECK_THROWS_AS(ablate_experts(*random, ids, random_base, {{0, 0}}, 1.0), std::invalid_argument);
 }
 
 TEST_CASE("analyze: a forced task gets the eval route of its source task", "[analysis]") {

@@ -238,17 +238,22 @@ TEST_CASE("task representations: textemb against a per-example reference, PCA, r
   m->eval();
   torch::NoGradGuard ng;
   const fs::path cache = t.dir / "data/.tlmoe-cache/tokens";
-  const std::vector<fs::path> files = {cache / "first/first_full_train.tok", cache / "last/last_full_train.tok",
-                                       cache / "second/second_4_13_train.tok"};
+  // every k-shot train file of a task (both splits of "second"); the full train file otherwise
+  const std::vector<std::vector<fs::path>> files = {
+      {cache / "first/first_full_train.tok"},
+      {cache / "last/last_full_train.tok"},
+      {cache / "second/second_4_13_train.tok", cache / "second/second_4_21_train.tok"}};
   for (int i = 0; i < 3; ++i) {
-    auto c = tlmoe::data::read_token_cache(files[i]);
     auto acc = torch::zeros({32}, torch::kDouble);
-    for (const auto& e : c.examples) {
-      auto ids = torch::tensor(std::vector<int64_t>(e.input_ids.begin(), e.input_ids.end()), torch::kLong).unsqueeze(0);
-      auto h = m->encode(ids, torch::ones_like(ids), {});
-      acc += h[0].mean(0).to(torch::kDouble);
-    }
-    acc /= static_cast<double>(c.examples.size());
+    int64_t n = 0;
+    for (const auto& f : files[i])
+      for (const auto& e : tlmoe::data::read_token_cache(f).examples) {
+        auto ids = torch::tensor(std::vector<int64_t>(e.input_ids.begin(), e.input_ids.end()), torch::kLong).unsqueeze(0);
+        auto h = m->encode(ids, torch::ones_like(ids), {});
+        acc += h[0].mean(0).to(torch::kDouble);
+        ++n;
+      }
+    acc /= static_cast<double>(n);
     INFO("task " << rep.tasks[i]);
     CHECK((raw[i].to(torch::kDouble) - acc).abs().max().item<double>() < 1e-5);
   }
