@@ -285,7 +285,7 @@ std::vector<FieldSpec> declare() {
   d.add<I>("model.max_positions", TLMOE_GET(model.max_positions), 1024, mdl,
            "Rows of the learned position tables (BART adds an offset of 2).", range(8, 1 << 20));
   d.add<bool>("model.scale_embedding", TLMOE_GET(model.scale_embedding), false, mdl, "Scale token embeddings by sqrt(d_model).");
-  d.add<double>("model.init_std", TLMOE_GET(model.init_std), 0.02, mdl, "Std of the normal initialisation of Linear and Embedding weights.", range(0, 10));
+  d.add<double>("model.init_std", TLMOE_GET(model.init_std), 0.02, mdl, "Std of the normal initialisation of Linear and Embedding weights (BART: 0.02 for d_model 768; models trained from scratch at small d_model need about 1/sqrt(d_model).", range(0, 10));
   d.add<S>("model.init_from", TLMOE_GET(model.init_from), "", mdl,
            "Initialise from a tlmoe checkpoint directory or a Hugging Face BART directory ('hf:/path'); empty = random.");
   d.add<double>("model.init_noise", TLMOE_GET(model.init_noise), 1e-8, mdl,
