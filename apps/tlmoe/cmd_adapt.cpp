@@ -7,20 +7,10 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "common/strings.h"
 #include "train/adapt.h"
 
 namespace tlmoe::app {
-
-namespace {
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) v.push_back(item);
-  return v;
-}
-}  // namespace
 
 void setup_adapt(CLI::App& app) {
   struct Opts {

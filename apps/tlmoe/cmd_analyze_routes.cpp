@@ -7,21 +7,9 @@
 
 #include "analysis/analyze.h"
 #include "commands.h"
+#include "common/strings.h"
 
 namespace tlmoe::app {
-
-namespace {
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) v.push_back(item);
-  return v;
-}
-
-}  // namespace
 
 void setup_analyze_routes(CLI::App& app) {
   struct Opts {

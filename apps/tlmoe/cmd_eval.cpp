@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "common/strings.h"
 #include "eval/compare.h"
 #include "io/atomic_file.h"
 #include "train/eval_tasks.h"
@@ -22,15 +23,6 @@ using nlohmann::json;
 namespace tlmoe::app {
 
 namespace {
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) v.push_back(item);
-  return v;
-}
 
 // summary.json of `tlmoe adapt` or `tlmoe eval` (a run directory or the file itself).
 eval::ScoreTable read_scores(const std::string& run) {

@@ -64,16 +64,6 @@ std::string fmt_p(double p) {
   return fmt(p, 2);
 }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
 std::string csv_row(const std::vector<std::string>& fields) {
   std::string s;
   for (std::size_t i = 0; i < fields.size(); ++i) {

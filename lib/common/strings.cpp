@@ -19,4 +19,25 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return prev[b.size()];
 }
 
+std::string csv_field(std::string_view s) {
+  if (s.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(s);
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::vector<std::string> split_list(std::string_view s) {
+  std::vector<std::string> v;
+  size_t from = 0;
+  while (from <= s.size()) {
+    const size_t comma = std::min(s.find(',', from), s.size());
+    if (comma > from) v.emplace_back(s.substr(from, comma - from));
+    from = comma + 1;
+  }
+  return v;
+}
+
 }  // namespace tlmoe

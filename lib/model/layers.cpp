@@ -127,14 +127,14 @@ DecoderLayerImpl::DecoderLayerImpl(const LayerOptions& o) : o_(o) {
   adapters = make_adapters(*this, o, 3);
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& enc,
-                                        const torch::Tensor& enc_mask) {
+torch::Tensor DecoderLayerImpl::sublayers(const torch::Tensor& x, const torch::Tensor& self_out,
+                                         const std::function<torch::Tensor(const torch::Tensor&)>& cross) {
   const bool tr = is_training();
   const bool ad = !adapters.empty();
-  auto h = torch::dropout(self_attn(x, torch::Tensor(), torch::Tensor(), true), o_.dropout, tr);
+  auto h = torch::dropout(self_out, o_.dropout, tr);
   if (ad) h = adapters[0](h);
   h = self_attn_layer_norm(x + h);
-  auto c = torch::dropout(encoder_attn(h, enc, enc_mask, false), o_.dropout, tr);
+  auto c = torch::dropout(cross(h), o_.dropout, tr);
   if (ad) c = adapters[1](c);
   h = encoder_attn_layer_norm(h + c);
   auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);
@@ -143,20 +143,16 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   return final_layer_norm(h + f);
 }
 
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& enc,
+                                        const torch::Tensor& enc_mask) {
+  return sublayers(x, self_attn(x, torch::Tensor(), torch::Tensor(), true),
+                   [&](const torch::Tensor& h) { return encoder_attn(h, enc, enc_mask, false); });
+}
+
 torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const torch::Tensor& enc,
                                                const torch::Tensor& enc_mask, DecoderLayerCache& cache) {
-  const bool tr = is_training();
-  const bool ad = !adapters.empty();
-  auto h = torch::dropout(self_attn->forward_cached(x, torch::Tensor(), torch::Tensor(), cache.self_attn), o_.dropout, tr);
-  if (ad) h = adapters[0](h);
-  h = self_attn_layer_norm(x + h);
-  auto c = torch::dropout(encoder_attn->forward_cached(h, enc, enc_mask, cache.cross_attn), o_.dropout, tr);
-  if (ad) c = adapters[1](c);
-  h = encoder_attn_layer_norm(h + c);
-  auto f = torch::dropout(torch::gelu(fc1(h)), o_.activation_dropout, tr);
-  f = torch::dropout(fc2(f), o_.dropout, tr);
-  if (ad) f = adapters[2](f);
-  return final_layer_norm(h + f);
+  return sublayers(x, self_attn->forward_cached(x, torch::Tensor(), torch::Tensor(), cache.self_attn),
+                   [&](const torch::Tensor& h) { return encoder_attn->forward_cached(h, enc, enc_mask, cache.cross_attn); });
 }
 
 }  // namespace tlmoe::model

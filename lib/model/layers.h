@@ -8,6 +8,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 namespace tlmoe::model {
 
 struct LayerOptions {
@@ -108,6 +110,9 @@ class DecoderLayerImpl : public torch::nn::Module {
   std::vector<Adapter> adapters;  // adapter_dim > 0: after self-, cross-attention and the FFN
 
  private:
+  // self-attention output -> residual + LN -> cross-attention (given) -> residual + LN -> FFN
+  torch::Tensor sublayers(const torch::Tensor& x, const torch::Tensor& self_out,
+                          const std::function<torch::Tensor(const torch::Tensor&)>& cross);
   LayerOptions o_;
 };
 TORCH_MODULE(DecoderLayer);

@@ -386,7 +386,7 @@ AdaptResult adapt(const AdaptOptions& opts) {
     std::ostringstream csv;
     csv << "task,split,seed,lr,bsz,best_step,dev,test,selected\n";
     for (const auto& r : result.rows)
-      csv << r.task << "," << r.split << "," << r.seed << "," << fmt(r.lr, "%g") << "," << r.batch_size << ","
+      csv << csv_field(r.task) << "," << csv_field(r.split) << "," << r.seed << "," << fmt(r.lr, "%g") << "," << r.batch_size << ","
           << r.best_step << "," << fmt(r.dev) << "," << fmt(r.test) << "," << (r.selected ? 1 : 0) << "\n";
     io::write_file_atomic(out / "results.csv", csv.str());
     io::write_file_atomic(out / "summary.json", result.summary.dump(1) + "\n");
