@@ -5,6 +5,7 @@
 #include <sstream>
 #include <thread>
 
+#include "model/generate.h"
 #include "model/tlmoe_model.h"
 #include "train/loss.h"
 #include "train/optim.h"
@@ -106,14 +107,92 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   return rep;
 }
 
+nlohmann::json bench_generate(const Config& base, const BenchGenerateOptions& o, std::ostream& log) {
+  const int64_t V = base.tokenizer.vocab_size, pad = 1, B = base.eval.batch_size;
+  struct GenVariant {
+    std::string name;
+    Config cfg;
+    model::TLMoEModel model{nullptr};
+    double best = 0;
+  };
+  std::vector<GenVariant> vs(3);
+  vs[0].name = "vanilla (m=1)";
+  vs[0].cfg = base;
+  vs[0].cfg.model.experts = 1;
+  vs[1].name = "dense soft routes (m=" + std::to_string(base.model.experts) + ", softmax)";
+  vs[1].cfg = base;
+  vs[1].cfg.routing.selection = "softmax";
+  vs[2].name = "sparse hard routes (m=" + std::to_string(base.model.experts) + ", top-1)";
+  vs[2].cfg = base;
+  vs[2].cfg.routing.selection = "gumbel_st";
+  for (auto& v : vs) {
+    v.cfg.routing.baseline = "none";
+    torch::manual_seed(0);
+    v.model = model::TLMoEModel(model::model_options(v.cfg, V, pad), model::router_options(v.cfg),
+                                model::routing_policy(v.cfg), o.num_tasks);
+    v.model->eval();
+  }
+  model::GenerationOptions g;
+  g.num_beams = base.eval.num_beams;
+  g.max_len = base.eval.max_len;
+  g.min_len = base.eval.max_len;  // EOS never allowed: every variant decodes max_len - 1 tokens
+  g.decoder_start_id = 2;
+  g.eos_id = 2;
+  g.pad_id = pad;
+  torch::manual_seed(1);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;  // inputs [B,S], task ids [B] (one task per batch)
+  for (int64_t i = 0; i < o.batches; ++i)
+    batches.emplace_back(torch::randint(4, V, {B, o.src_len}, torch::kLong),
+                         torch::full({B}, i % o.num_tasks, torch::kLong));
+  auto mask = torch::ones({B, o.src_len}, torch::kLong);
+  for (int64_t r = 0; r < o.rounds; ++r) {
+    for (auto& v : vs) {
+      model::RouteContext ctx;
+      ctx.training = false;
+      ctx.tau = 1.0;
+      auto t0 = std::chrono::steady_clock::now();
+      for (const auto& [src, tasks] : batches) model::generate(*v.model, src, mask, v.model->routes(tasks, ctx), g);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double eps = static_cast<double>(B * o.batches) / secs;
+      v.best = std::max(v.best, eps);
+      log << "round " << r + 1 << "/" << o.rounds << " " << v.name << ": " << eps << " examples/s\n";
+    }
+  }
+  nlohmann::json rep;
+  rep["what"] = "generation examples/s (encode + " + std::to_string(g.max_len - 1) + " decoding steps, " +
+                std::to_string(g.num_beams) + " beam(s), KV cache), synthetic single-task batches";
+  rep["unit"] = "examples/s";
+  rep["batch"] = {{"batch_size", B}, {"src_len", o.src_len}, {"max_len", g.max_len}, {"num_beams", g.num_beams},
+                  {"vocab", V}};
+  rep["model"] = {{"d_model", base.model.d_model},
+                  {"layers", std::to_string(base.model.encoder_layers) + "+" + std::to_string(base.model.decoder_layers)},
+                  {"ffn_dim", base.model.ffn_dim},
+                  {"experts", base.model.experts}};
+  rep["threads"] = torch::get_num_threads();
+  rep["hardware_threads"] = std::thread::hardware_concurrency();
+  rep["rounds"] = o.rounds;
+  for (auto& v : vs) {
+    int64_t params = 0;
+    for (auto& p : v.model->parameters()) params += p.numel();
+    rep["variants"].push_back({{"name", v.name},
+                               {"examples_per_s", v.best},
+                               {"ratio_to_vanilla", v.best / vs[0].best},
+                               {"params", params}});
+  }
+  return rep;
+}
+
 std::string format_bench_table(const nlohmann::json& rep) {
   std::ostringstream s;
   char line[256];
-  std::snprintf(line, sizeof line, "%-36s %14s %10s %12s\n", "variant", "tokens/s", "ratio", "params");
+  const bool gen = rep.value("unit", "") == "examples/s";
+  const char* key = gen ? "examples_per_s" : "tokens_per_s";
+  std::snprintf(line, sizeof line, "%-44s %14s %10s %12s\n", "variant", gen ? "examples/s" : "tokens/s", "ratio",
+                "params");
   s << line;
   for (const auto& v : rep["variants"]) {
-    std::snprintf(line, sizeof line, "%-36s %14.0f %9.2fx %12lld\n", v["name"].get<std::string>().c_str(),
-                  v["tokens_per_s"].get<double>(), v["ratio_to_vanilla"].get<double>(),
+    std::snprintf(line, sizeof line, gen ? "%-44s %14.1f %9.2fx %12lld\n" : "%-44s %14.0f %9.2fx %12lld\n",
+                  v["name"].get<std::string>().c_str(), v[key].get<double>(), v["ratio_to_vanilla"].get<double>(),
                   static_cast<long long>(v["params"].get<int64_t>()));
     s << line;
   }

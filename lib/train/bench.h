@@ -23,6 +23,21 @@ struct BenchTrainOptions {
 // Returns {"machine":..., "config":..., "variants": [{"name", "tokens_per_s", "ratio_to_vanilla", "params"}]}
 nlohmann::json bench_train(const Config& cfg, const BenchTrainOptions& o, std::ostream& log);
 
+// `tlmoe bench generate`: generation throughput (examples/s) of the vanilla model, the TL-MoE with
+// soft routes (dense: every expert runs and keeps a cache) and with hard top-1 routes (sparse: only
+// the routed expert runs), on the same synthetic single-task batches, decoded with the eval
+// section's beams to exactly max_len tokens (EOS is disabled so every variant does the same work).
+struct BenchGenerateOptions {
+  int64_t batches = 4;        // timed batches per variant and round (batch size: eval.batch_size)
+  int64_t rounds = 3;         // interleaved; the best round counts
+  int64_t src_len = 64;
+  int64_t num_tasks = 32;
+};
+
+// Returns {"what", "batch", "model", "threads", "variants": [{"name", "examples_per_s", "ratio_to_vanilla", "params"}]}
+nlohmann::json bench_generate(const Config& cfg, const BenchGenerateOptions& o, std::ostream& log);
+
+// The variants of a bench_train or bench_generate report as an aligned table.
 std::string format_bench_table(const nlohmann::json& report);
 
 }  // namespace tlmoe::train

@@ -81,6 +81,22 @@ TEST_CASE("eval compare and eval table report ARG on hand-made result tables", "
   CHECK(run_tlmoe("eval table justaname").exit_code == 2);
 }
 
+TEST_CASE("bench generate reports the three variants and their ratios to vanilla", "[cli][bench]") {
+  TempDir d;
+  write_text(d / "c.yaml",
+             "data:\n  max_input_len: 64\n  max_output_len: 8\ntokenizer:\n  vocab_size: 64\nmodel:\n  d_model: 16\n  heads: 2\n  ffn_dim: 32\n  encoder_layers: 1\n"
+             "  decoder_layers: 1\n  experts: 2\n  max_positions: 80\neval:\n  batch_size: 4\n  max_len: 6\n  num_beams: 2\n");
+  auto r = run_tlmoe("bench generate --config " + (d / "c.yaml").string() + " --batches 2 --rounds 1 --out " +
+                     (d / "b.json").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string rep = read_text(d / "b.json");
+  for (const char* name : {"vanilla (m=1)", "dense soft routes (m=2, softmax)", "sparse hard routes (m=2, top-1)"})
+    CHECK_THAT(rep, Catch::Contains(name));
+  CHECK_THAT(rep, Catch::Contains("\"examples_per_s\""));
+  CHECK_THAT(r.output, Catch::Contains("1.00x"));  // vanilla against itself
+}
+
 TEST_CASE("adapt and eval usage errors exit 2", "[cli]") {
   TempDir d;
   write_text(d / "c.yaml", "train:\n  steps: 5\n");
