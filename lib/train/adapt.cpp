@@ -397,14 +397,8 @@ AdaptResult adapt(const AdaptOptions& opts) {
   g.decoder_start_id = st.mcfg.model.decoder_start == "eos" ? eos : bos;  // the start token the model was trained with
   const int64_t start_id = g.decoder_start_id;
   const auto mo = metric_options(cfg);
-  LossOptions lo;
-  lo.epsilon = cfg.train.label_smoothing;
-  lo.pad_id = pad;
-  lo.reduction = cfg.train.loss_reduction;
-  AdamWOptions ao;
-  ao.beta1 = cfg.train.adam_beta1;
-  ao.beta2 = cfg.train.adam_beta2;
-  ao.eps = cfg.train.adam_eps;
+  const LossOptions lo = loss_options(cfg, pad);
+  const AdamWOptions ao = adamw_options(cfg);
 
   int64_t points_total = 0;
   for (const auto& p : plans) points_total += static_cast<int64_t>(p.splits.size() * cfg.adapt.lrs.size() * cfg.adapt.batch_sizes.size());

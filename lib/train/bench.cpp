@@ -22,6 +22,22 @@ struct Variant {
   double best_tps = 0;
 };
 
+int64_t count_params(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+// The model shape and the machine's threads, shared by every bench report.
+void describe_setup(nlohmann::json& rep, const Config& base) {
+  rep["model"] = {{"d_model", base.model.d_model},
+                  {"layers", std::to_string(base.model.encoder_layers) + "+" + std::to_string(base.model.decoder_layers)},
+                  {"ffn_dim", base.model.ffn_dim},
+                  {"experts", base.model.experts}};
+  rep["threads"] = torch::get_num_threads();
+  rep["hardware_threads"] = std::thread::hardware_concurrency();
+}
+
 }  // namespace
 
 nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::ostream& log) {
@@ -88,22 +104,14 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   nlohmann::json rep;
   rep["what"] = "training step (forward + backward + AdamW) tokens/s, synthetic batches";
   rep["batch"] = {{"batch_size", B}, {"src_len", o.src_len}, {"tgt_len", o.tgt_len}, {"vocab", V}};
-  rep["model"] = {{"d_model", base.model.d_model},
-                  {"layers", std::to_string(base.model.encoder_layers) + "+" + std::to_string(base.model.decoder_layers)},
-                  {"ffn_dim", base.model.ffn_dim},
-                  {"experts", base.model.experts}};
-  rep["threads"] = torch::get_num_threads();
-  rep["hardware_threads"] = std::thread::hardware_concurrency();
+  describe_setup(rep, base);
   rep["steps"] = o.steps;
   rep["rounds"] = o.rounds;
-  for (auto& v : vs) {
-    int64_t params = 0;
-    for (auto& p : v.model->parameters()) params += p.numel();
+  for (auto& v : vs)
     rep["variants"].push_back({{"name", v.name},
                                {"tokens_per_s", v.best_tps},
                                {"ratio_to_vanilla", v.best_tps / vs[0].best_tps},
-                               {"params", params}});
-  }
+                               {"params", count_params(*v.model)}});
   return rep;
 }
 
@@ -164,21 +172,13 @@ nlohmann::json bench_generate(const Config& base, const BenchGenerateOptions& o,
   rep["unit"] = "examples/s";
   rep["batch"] = {{"batch_size", B}, {"src_len", o.src_len}, {"max_len", g.max_len}, {"num_beams", g.num_beams},
                   {"vocab", V}};
-  rep["model"] = {{"d_model", base.model.d_model},
-                  {"layers", std::to_string(base.model.encoder_layers) + "+" + std::to_string(base.model.decoder_layers)},
-                  {"ffn_dim", base.model.ffn_dim},
-                  {"experts", base.model.experts}};
-  rep["threads"] = torch::get_num_threads();
-  rep["hardware_threads"] = std::thread::hardware_concurrency();
+  describe_setup(rep, base);
   rep["rounds"] = o.rounds;
-  for (auto& v : vs) {
-    int64_t params = 0;
-    for (auto& p : v.model->parameters()) params += p.numel();
+  for (auto& v : vs)
     rep["variants"].push_back({{"name", v.name},
                                {"examples_per_s", v.best},
                                {"ratio_to_vanilla", v.best / vs[0].best},
-                               {"params", params}});
-  }
+                               {"params", count_params(*v.model)}});
   return rep;
 }
 

@@ -4,6 +4,15 @@
 
 namespace tlmoe::train {
 
+LossOptions loss_options(const Config& cfg, int64_t pad_id) {
+  LossOptions o;
+  o.epsilon = cfg.train.label_smoothing;
+  o.pad_id = pad_id;
+  o.reduction = cfg.train.loss_reduction;
+  return o;
+}
+
+
 LossResult label_smoothed_nll(const torch::Tensor& logits, const torch::Tensor& target, const LossOptions& o) {
   TORCH_CHECK(logits.dim() == 3, "label_smoothed_nll: logits must be [B,T,V], got shape ", logits.sizes());
   TORCH_CHECK(target.dim() == 2 && target.size(0) == logits.size(0) && target.size(1) == logits.size(1),

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <string>
 
+#include "config/config.h"
+
 namespace tlmoe::train {
 
 struct LossOptions {
@@ -18,6 +20,9 @@ struct LossOptions {
   int64_t pad_id = 1;             // target positions holding pad_id are excluded
   std::string reduction = "sum";  // "sum" | "mean" (over non-pad target tokens)
 };
+
+// train.label_smoothing and train.loss_reduction with the tokenizer's pad id (train and adapt).
+LossOptions loss_options(const Config& cfg, int64_t pad_id);
 
 struct LossResult {
   torch::Tensor loss;     // scalar, fp32 (fp64 for fp64 logits): what backward() uses

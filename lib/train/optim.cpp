@@ -11,6 +11,15 @@
 
 namespace tlmoe::train {
 
+AdamWOptions adamw_options(const Config& cfg) {
+  AdamWOptions o;
+  o.beta1 = cfg.train.adam_beta1;
+  o.beta2 = cfg.train.adam_beta2;
+  o.eps = cfg.train.adam_eps;
+  return o;
+}
+
+
 namespace {
 
 const char* const kStatePrefix = "adamw.";

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "config/config.h"
+
 namespace tlmoe::train {
 
 // One optimizer group; `params` and `param_names` are parallel (same length).
@@ -36,6 +38,9 @@ struct ParamGroup {
 struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
 };
+
+// train.adam_beta1 / adam_beta2 / adam_eps (shared by train and adapt).
+AdamWOptions adamw_options(const Config& cfg);
 
 class AdamW {
  public:

@@ -210,18 +210,12 @@ TrainResult train(const TrainOptions& opts) {
   gs.weight_decay = cfg.train.weight_decay;
   gs.freeze_task_table = cfg.task_rep.freeze;
   gs.reference_compat = cfg.reference_compat;
-  AdamWOptions ao;
-  ao.beta1 = cfg.train.adam_beta1;
-  ao.beta2 = cfg.train.adam_beta2;
-  ao.eps = cfg.train.adam_eps;
+  const AdamWOptions ao = adamw_options(cfg);
   AdamW opt(build_param_groups(*m, gs), ao);
   auto clip = clip_params(opt.groups(), *m, cfg.reference_compat);
   const int64_t total = cfg.train.steps;
   const int64_t warmup = warmup_steps(cfg.train.warmup_ratio, total);
-  LossOptions lo;
-  lo.epsilon = cfg.train.label_smoothing;
-  lo.pad_id = pad;
-  lo.reduction = cfg.train.loss_reduction;
+  const LossOptions lo = loss_options(cfg, pad);
 
   BatchingOptions bo;
   bo.batch_size = cfg.train.batch_size;
