@@ -1,10 +1,16 @@
-// CPU reference of the dispatch ops: parallel over rows, one contiguous copy per row.
+// CPU kernels of the dispatch ops: the reference and the production CPU path. Parallel over
+// rows (at::parallel_for), one wide copy or one fused pass per row; no atomics, no zero fills.
 //
-//   plan:     counts[e] = #{(b,k): idx[b,k] = e}; offsets = exclusive_scan(counts);
-//             slots filled in (b,k) order within each expert (stable).
-//   gather:   for s in slots:  xs[s,:] = x[rows[s],:]
-//   scatter:  for s in slots:  dx[rows[s],:] += dxs[s,:]      (serial per destination row)
-//   combine:  for b: y[b,:] = sum_k w[b,k] * ys[slot_of[b,k],:]
+//   plan:      counts[e] = #{(b,k): idx[b,k] = e}; offsets = exclusive_scan(counts);
+//              slots filled in (b,k) order within each expert (stable); invalid = #{idx outside [0,E)}
+//   gather:    for s:     xs[s,:] = x[rows[s],:]                          (memcpy of one row)
+//   combine:   for b:     y[b,:] = sum_k w[b,k] * ys[slot_of[b,k],:]      (w undefined: w = 1)
+//   backward:  for b, k:  dys[slot_of[b,k],:] = w[b,k] * dy[b,:]
+//                         dw[b,k] = <dy[b,:], ys[slot_of[b,k],:]>
+// Preconditions (unchecked here, checked in dispatch.cpp): contiguous inputs; rows/slot_of int64
+// and in range; w (when defined) in the accumulation type acc_t (double for double, else float);
+// slot_of a permutation of [0, B*K) (every slot written exactly once by the backward).
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -15,81 +21,157 @@
 
 namespace tlmoe::kernels::detail {
 
-DispatchPlan make_plan_cpu(const torch::Tensor& idx, int64_t num_experts) {
-  const int64_t B = idx.size(0), K = idx.size(1);
+namespace {
+
+template <typename T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// Rows per parallel task: about 64 KiB of work, at least one row.
+int64_t grain_rows(int64_t row_bytes) { return std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(row_bytes, 1)); }
+
+std::vector<int64_t> with_rows(const torch::Tensor& t, int64_t n) {
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  shape[0] = n;
+  return shape;
+}
+
+template <typename T>
+void combine_row(const T* const* src, const acc_t<T>* w, int64_t K, int64_t F, T* dst, acc_t<T>* scratch) {
+  using A = acc_t<T>;
+  if constexpr (std::is_same_v<T, A>) {
+    // fp32/fp64: accumulate in the output row itself (vectorised by the compiler).
+    const A w0 = w ? w[0] : A(1);
+    for (int64_t f = 0; f < F; ++f) dst[f] = w0 * src[0][f];
+    for (int64_t k = 1; k < K; ++k) {
+      const A wk = w ? w[k] : A(1);
+      const T* s = src[k];
+      for (int64_t f = 0; f < F; ++f) dst[f] += wk * s[f];
+    }
+  } else {
+    // fp16/bf16: accumulate in fp32, round once.
+    for (int64_t f = 0; f < F; ++f) scratch[f] = (w ? w[0] : 1.f) * static_cast<float>(src[0][f]);
+    for (int64_t k = 1; k < K; ++k) {
+      const float wk = w ? w[k] : 1.f;
+      const T* s = src[k];
+      for (int64_t f = 0; f < F; ++f) scratch[f] += wk * static_cast<float>(s[f]);
+    }
+    for (int64_t f = 0; f < F; ++f) dst[f] = static_cast<T>(scratch[f]);
+  }
+}
+
+}  // namespace
+
+PlanTensors plan_cpu(const torch::Tensor& idx, int64_t num_experts) {
+  const int64_t B = idx.size(0), K = idx.size(1), N = B * K;
   auto opts = torch::TensorOptions().dtype(torch::kLong);
   torch::Tensor counts = torch::zeros({num_experts}, opts);
   torch::Tensor offsets = torch::zeros({num_experts + 1}, opts);
-  torch::Tensor rows = torch::empty({B * K}, opts);
+  torch::Tensor rows = torch::empty({N}, opts);
   torch::Tensor slot_of = torch::empty({B, K}, opts);
+  torch::Tensor invalid = torch::zeros({}, opts);
   const int64_t* id = idx.data_ptr<int64_t>();
   int64_t* cnt = counts.data_ptr<int64_t>();
   int64_t* off = offsets.data_ptr<int64_t>();
-  for (int64_t i = 0; i < B * K; ++i) ++cnt[id[i]];
+  int64_t bad = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (id[i] < 0 || id[i] >= num_experts) ++bad;
+    else ++cnt[id[i]];
+  }
+  invalid.fill_(bad);
+  if (bad) return {counts, offsets, rows, slot_of, invalid};  // the caller reports the range error
   for (int64_t e = 0; e < num_experts; ++e) off[e + 1] = off[e] + cnt[e];
   std::vector<int64_t> fill(off, off + num_experts);
   int64_t* r = rows.data_ptr<int64_t>();
   int64_t* so = slot_of.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < K; ++k) {
-      int64_t s = fill[id[b * K + k]]++;
-      r[s] = b;
-      so[b * K + k] = s;
-    }
-  return {counts, offsets, rows, slot_of};
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t s = fill[id[i]]++;
+    r[s] = i / K;
+    so[i] = s;
+  }
+  return {counts, offsets, rows, slot_of, invalid};
 }
 
 torch::Tensor gather_rows_cpu(const torch::Tensor& x, const torch::Tensor& rows) {
-  const int64_t n = rows.size(0);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape[0] = n;
-  torch::Tensor out = torch::empty(shape, x.options());
+  const int64_t n = rows.size(0), B = x.size(0);
+  torch::Tensor out = torch::empty(with_rows(x, n), x.options());
   if (n == 0 || x.numel() == 0) return out;
-  const int64_t row_bytes = x.numel() / x.size(0) * x.element_size();
+  const int64_t row_bytes = x.numel() / B * x.element_size();
   const char* src = static_cast<const char*>(x.data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
   const int64_t* r = rows.data_ptr<int64_t>();
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end; ++s) std::memcpy(dst + s * row_bytes, src + r[s] * row_bytes, row_bytes);
+  at::parallel_for(0, n, grain_rows(row_bytes), [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end; ++s) {
+      TORCH_CHECK(r[s] >= 0 && r[s] < B, "gather_rows: row index ", r[s], " out of range [0, ", B, ")");
+      std::memcpy(dst + s * row_bytes, src + r[s] * row_bytes, row_bytes);
+    }
   });
-  return out;
-}
-
-torch::Tensor scatter_add_rows(const torch::Tensor& xs, const torch::Tensor& rows, int64_t batch) {
-  std::vector<int64_t> shape(xs.sizes().begin(), xs.sizes().end());
-  shape[0] = batch;
-  torch::Tensor out = torch::zeros(shape, xs.options());
-  if (xs.numel() == 0) return out;
-  // index_add_ is the reference accumulation (handles every dtype, deterministic on CPU).
-  out.index_add_(0, rows, xs);
   return out;
 }
 
 torch::Tensor combine_rows_cpu(const torch::Tensor& ys, const torch::Tensor& w, const torch::Tensor& slot_of) {
   const int64_t B = slot_of.size(0), K = slot_of.size(1);
-  torch::Tensor picked = ys.index_select(0, slot_of.reshape({-1}));  // [B*K, ...]
-  std::vector<int64_t> wshape = {B, K};
-  for (int64_t d = 1; d < ys.dim(); ++d) wshape.push_back(1);
-  auto sizes = picked.sizes().vec();
-  sizes.erase(sizes.begin());
-  sizes.insert(sizes.begin(), {B, K});
-  return (picked.view(sizes) * w.view(wshape)).sum(1);
+  torch::Tensor y = torch::empty(with_rows(ys, B), ys.options());
+  if (y.numel() == 0) return y;
+  const int64_t F = ys.numel() / ys.size(0);
+  const int64_t* so = slot_of.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ys.scalar_type(), "combine_rows_cpu", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* src = ys.data_ptr<scalar_t>();
+    scalar_t* dst = y.data_ptr<scalar_t>();
+    const A* wp = w.defined() ? w.data_ptr<A>() : nullptr;
+    at::parallel_for(0, B, grain_rows(F * K * ys.element_size()), [&](int64_t begin, int64_t end) {
+      std::vector<const scalar_t*> rows(K);
+      std::vector<float> scratch(std::is_same_v<scalar_t, A> ? 0 : F);
+      for (int64_t b = begin; b < end; ++b) {
+        for (int64_t k = 0; k < K; ++k) rows[k] = src + so[b * K + k] * F;
+        if (K == 1 && !wp) {
+          std::memcpy(dst + b * F, rows[0], F * sizeof(scalar_t));
+          continue;
+        }
+        combine_row<scalar_t>(rows.data(), wp ? wp + b * K : nullptr, K, F, dst + b * F,
+                              reinterpret_cast<A*>(scratch.data()));
+      }
+    });
+  });
+  return y;
 }
 
-std::pair<torch::Tensor, torch::Tensor> combine_rows_backward(const torch::Tensor& dy, const torch::Tensor& ys,
-                                                                  const torch::Tensor& w,
-                                                                  const torch::Tensor& slot_of) {
+std::tuple<torch::Tensor, torch::Tensor> combine_rows_backward_cpu(const torch::Tensor& dy, const torch::Tensor& ys,
+                                                                   const torch::Tensor& w,
+                                                                   const torch::Tensor& slot_of) {
   const int64_t B = slot_of.size(0), K = slot_of.size(1);
-  auto flat_slots = slot_of.reshape({-1});
-  // d ys[slot_of[b,k]] = w[b,k] * dy[b]   (each slot belongs to exactly one (b,k))
-  auto feat = dy.reshape({B, 1, -1});                                   // [B,1,F]
-  torch::Tensor contrib = (feat * w.unsqueeze(-1)).reshape({B * K, -1});  // [B*K,F]
-  torch::Tensor dys = torch::zeros({ys.size(0), feat.size(2)}, ys.options());
-  dys.index_copy_(0, flat_slots, contrib);
-  // d w[b,k] = <dy[b], ys[slot_of[b,k]]>
-  torch::Tensor picked = ys.index_select(0, flat_slots).reshape({B, K, -1});
-  torch::Tensor dw = (picked * feat).sum(-1);
-  return {dys.view(ys.sizes()), dw};
+  torch::Tensor dys = torch::empty_like(ys);
+  torch::Tensor dw = torch::empty({B, K}, w.options());
+  if (ys.numel() == 0) return {dys, dw.zero_()};
+  const int64_t F = ys.numel() / ys.size(0);
+  const int64_t* so = slot_of.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ys.scalar_type(), "combine_rows_backward_cpu", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* g = dy.data_ptr<scalar_t>();
+    const scalar_t* y = ys.data_ptr<scalar_t>();
+    scalar_t* d = dys.data_ptr<scalar_t>();
+    const A* wp = w.data_ptr<A>();
+    A* dwp = dw.data_ptr<A>();
+    at::parallel_for(0, B, grain_rows(3 * F * K * ys.element_size()), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const scalar_t* gb = g + b * F;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t s = so[b * K + k];
+          const A wk = wp[b * K + k];
+          const scalar_t* ysr = y + s * F;
+          scalar_t* dr = d + s * F;
+          A dot = 0;
+          for (int64_t f = 0; f < F; ++f) {
+            const A gf = static_cast<A>(gb[f]);
+            dr[f] = static_cast<scalar_t>(wk * gf);
+            dot += gf * static_cast<A>(ysr[f]);
+          }
+          dwp[b * K + k] = dot;
+        }
+      }
+    });
+  });
+  return {dys, dw};
 }
 
 }  // namespace tlmoe::kernels::detail

@@ -1,14 +1,27 @@
-// CUDA implementation of the dispatch ops (see kernels/dispatch.h for the semantics).
+// CUDA kernels of the dispatch ops (semantics in kernels/dispatch.h, CPU reference in
+// dispatch_cpu.cpp).
 //
-//   gather:   for s in [0, N): xs[s, :] = x[rows[s], :]              one block-row per slot
-//   combine:  for b in [0, B): y[b, :] = sum_k w[b,k] * ys[slot_of[b,k], :]
-// Rows are copied with 16-byte vector loads/stores when the row size and both base pointers
-// are 16-byte aligned, else element by element. Launched on the current stream; launches
-// are checked. Preconditions (checked by dispatch.cpp): contiguous inputs, rows/slot_of int64
-// on the same device, indices in range.
+//   plan:      one block; warp w owns experts w, w+W, ...: it walks idx 32 entries at a time,
+//              __ballot_sync marks its entries, popc gives each its stable rank.
+//              pass 1 counts, thread 0 scans, pass 2 writes rows and slot_of.
+//   gather:    for i in [0, N*V):  xs_v[i] = x_v[rows[i / V] * V + i % V]   (V 16-byte vectors per row)
+//   combine:   for i in [0, B*V):  y_v[i]  = sum_k w[b,k] * ys_v[slot_of[b,k] * V + i % V], b = i / V
+//   backward:  dys_v[slot_of[b,k] * V + j] = w[b,k] * dy_v[b * V + j];  dw[b,k] = <dy[b], ys[slot]>
+//              (one block per (b,k) for the dot products, fp32/fp64 accumulation)
+// Rows move as 16-byte vectors when the row size and the base pointers allow it (always for
+// contiguous fp32 rows of a multiple of 4 elements), else element by element. Launched on the
+// current stream; every launch is checked. Preconditions (checked in dispatch.cpp): contiguous
+// inputs; rows/slot_of int64 on the data's device and in range; w in the accumulation dtype.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <type_traits>
 
 #include "kernels/dispatch_impl.h"
 
@@ -16,92 +29,291 @@ namespace tlmoe::kernels::detail {
 
 namespace {
 
-__global__ void gather_rows_vec16(const int4* __restrict__ x, const int64_t* __restrict__ rows,
-                                  int4* __restrict__ out, int64_t n_rows, int64_t row_vecs) {
-  for (int64_t s = blockIdx.x; s < n_rows; s += gridDim.x) {
-    const int4* src = x + rows[s] * row_vecs;
-    int4* dst = out + s * row_vecs;
-    for (int64_t i = threadIdx.x; i < row_vecs; i += blockDim.x) dst[i] = src[i];
-  }
-}
-
-__global__ void gather_rows_bytes(const unsigned char* __restrict__ x, const int64_t* __restrict__ rows,
-                                  unsigned char* __restrict__ out, int64_t n_rows, int64_t row_bytes) {
-  for (int64_t s = blockIdx.x; s < n_rows; s += gridDim.x) {
-    const unsigned char* src = x + rows[s] * row_bytes;
-    unsigned char* dst = out + s * row_bytes;
-    for (int64_t i = threadIdx.x; i < row_bytes; i += blockDim.x) dst[i] = src[i];
-  }
-}
+constexpr int kThreads = 256;
 
 template <typename T>
-__global__ void combine_rows_kernel(const T* __restrict__ ys, const T* __restrict__ w,
-                                    const int64_t* __restrict__ slot_of, T* __restrict__ y, int64_t B,
-                                    int64_t K, int64_t F) {
-  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
-    for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
-      float acc = 0.f;
-      for (int64_t k = 0; k < K; ++k)
-        acc += static_cast<float>(w[b * K + k]) * static_cast<float>(ys[slot_of[b * K + k] * F + f]);
-      y[b * F + f] = static_cast<T>(acc);
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// 16 bytes of T.
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int N = 16 / sizeof(T);
+  T v[N];
+};
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+int blocks_for(int64_t work, int per_thread = 1) {
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t need = (work + static_cast<int64_t>(kThreads) * per_thread - 1) / (kThreads * per_thread);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(need, static_cast<int64_t>(sms) * 16)));
+}
+
+std::vector<int64_t> with_rows(const at::Tensor& t, int64_t n) {
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  shape[0] = n;
+  return shape;
+}
+
+// ---- plan -------------------------------------------------------------------------------------
+
+__global__ void plan_kernel(const int64_t* __restrict__ idx, int64_t N, int64_t K, int64_t E,
+                            int64_t* __restrict__ counts, int64_t* __restrict__ offsets, int64_t* __restrict__ rows,
+                            int64_t* __restrict__ slot_of, int64_t* __restrict__ invalid) {
+  extern __shared__ int64_t base[];  // [E]: running slot of each expert
+  __shared__ unsigned long long bad;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  // pass 1: counts (and out-of-range entries)
+  for (int64_t e = warp; e < E; e += warps) {
+    int64_t c = 0;
+    for (int64_t i0 = 0; i0 < N; i0 += 32) {
+      const int64_t i = i0 + lane;
+      const bool mine = i < N && idx[i] == e;
+      c += __popc(__ballot_sync(0xffffffffu, mine));
+    }
+    if (lane == 0) counts[e] = c;
+  }
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x)
+    if (idx[i] < 0 || idx[i] >= E) atomicAdd(&bad, 1ull);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t acc = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      offsets[e] = acc;
+      base[e] = acc;
+      acc += counts[e];
+    }
+    offsets[E] = acc;
+    *invalid = static_cast<int64_t>(bad);
+  }
+  __syncthreads();
+  if (bad) return;
+  // pass 2: stable slots
+  for (int64_t e = warp; e < E; e += warps) {
+    int64_t next = base[e];
+    for (int64_t i0 = 0; i0 < N; i0 += 32) {
+      const int64_t i = i0 + lane;
+      const bool mine = i < N && idx[i] == e;
+      const unsigned m = __ballot_sync(0xffffffffu, mine);
+      if (mine) {
+        const int64_t s = next + __popc(m & ((1u << lane) - 1u));
+        rows[s] = i / K;
+        slot_of[i] = s;
+      }
+      next += __popc(m);
     }
   }
 }
 
-template <>
-__global__ void combine_rows_kernel<double>(const double* __restrict__ ys, const double* __restrict__ w,
-                                            const int64_t* __restrict__ slot_of, double* __restrict__ y,
-                                            int64_t B, int64_t K, int64_t F) {
-  for (int64_t b = blockIdx.x; b < B; b += gridDim.x)
-    for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
-      double acc = 0.0;
-      for (int64_t k = 0; k < K; ++k) acc += w[b * K + k] * ys[slot_of[b * K + k] * F + f];
-      y[b * F + f] = acc;
-    }
+// ---- gather -----------------------------------------------------------------------------------
+
+template <typename V>
+__global__ void gather_kernel(const V* __restrict__ x, const int64_t* __restrict__ rows, V* __restrict__ out,
+                              int64_t n_rows, int64_t row_len) {
+  const int64_t total = n_rows * row_len;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t s = i / row_len, j = i - s * row_len;
+    out[i] = x[rows[s] * row_len + j];
+  }
 }
 
-int grid_for(int64_t n) { return static_cast<int>(std::min<int64_t>(std::max<int64_t>(n, 1), 65535)); }
+// ---- combine ----------------------------------------------------------------------------------
+
+template <typename T, typename A, bool kWeighted>
+__global__ void combine_vec_kernel(const Pack<T>* __restrict__ ys, const A* __restrict__ w,
+                                   const int64_t* __restrict__ slot_of, Pack<T>* __restrict__ y, int64_t B, int64_t K,
+                                   int64_t row_len) {
+  constexpr int N = Pack<T>::N;
+  const int64_t total = B * row_len;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / row_len, j = i - b * row_len;
+    A acc[N];
+#pragma unroll
+    for (int t = 0; t < N; ++t) acc[t] = A(0);
+    for (int64_t k = 0; k < K; ++k) {
+      const Pack<T> p = ys[slot_of[b * K + k] * row_len + j];
+      const A wk = kWeighted ? w[b * K + k] : A(1);
+#pragma unroll
+      for (int t = 0; t < N; ++t) acc[t] += wk * static_cast<A>(p.v[t]);
+    }
+    Pack<T> o;
+#pragma unroll
+    for (int t = 0; t < N; ++t) o.v[t] = static_cast<T>(acc[t]);
+    y[i] = o;
+  }
+}
+
+template <typename T, typename A, bool kWeighted>
+__global__ void combine_scalar_kernel(const T* __restrict__ ys, const A* __restrict__ w,
+                                      const int64_t* __restrict__ slot_of, T* __restrict__ y, int64_t B, int64_t K,
+                                      int64_t F) {
+  const int64_t total = B * F;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / F, f = i - b * F;
+    A acc = 0;
+    for (int64_t k = 0; k < K; ++k) acc += (kWeighted ? w[b * K + k] : A(1)) * static_cast<A>(ys[slot_of[b * K + k] * F + f]);
+    y[i] = static_cast<T>(acc);
+  }
+}
+
+// ---- combine backward -------------------------------------------------------------------------
+
+// dys[slot_of[b,k], :] = w[b,k] * dy[b, :]
+template <typename T, typename A>
+__global__ void scale_scatter_vec_kernel(const Pack<T>* __restrict__ dy, const A* __restrict__ w,
+                                         const int64_t* __restrict__ slot_of, Pack<T>* __restrict__ dys, int64_t BK,
+                                         int64_t K, int64_t row_len) {
+  constexpr int N = Pack<T>::N;
+  const int64_t total = BK * row_len;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t bk = i / row_len, j = i - bk * row_len;
+    const A wk = w[bk];
+    const Pack<T> g = dy[(bk / K) * row_len + j];
+    Pack<T> o;
+#pragma unroll
+    for (int t = 0; t < N; ++t) o.v[t] = static_cast<T>(wk * static_cast<A>(g.v[t]));
+    dys[slot_of[bk] * row_len + j] = o;
+  }
+}
+
+template <typename T, typename A>
+__global__ void scale_scatter_scalar_kernel(const T* __restrict__ dy, const A* __restrict__ w,
+                                            const int64_t* __restrict__ slot_of, T* __restrict__ dys, int64_t BK,
+                                            int64_t K, int64_t F) {
+  const int64_t total = BK * F;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t bk = i / F, f = i - bk * F;
+    dys[slot_of[bk] * F + f] = static_cast<T>(w[bk] * static_cast<A>(dy[(bk / K) * F + f]));
+  }
+}
+
+// dw[b,k] = <dy[b,:], ys[slot_of[b,k],:]>: one block per (b,k), block reduction.
+template <typename T, typename A>
+__global__ void row_dot_kernel(const T* __restrict__ dy, const T* __restrict__ ys, const int64_t* __restrict__ slot_of,
+                               A* __restrict__ dw, int64_t K, int64_t F) {
+  __shared__ A partial[kThreads / 32];
+  const int64_t bk = blockIdx.x;
+  const T* g = dy + (bk / K) * F;
+  const T* y = ys + slot_of[bk] * F;
+  A acc = 0;
+  for (int64_t f = threadIdx.x; f < F; f += blockDim.x) acc += static_cast<A>(g[f]) * static_cast<A>(y[f]);
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = acc;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    acc = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : A(0);
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+    if (threadIdx.x == 0) dw[bk] = acc;
+  }
+}
 
 }  // namespace
 
+PlanTensors plan_cuda(const at::Tensor& idx, int64_t num_experts) {
+  c10::cuda::CUDAGuard guard(idx.device());
+  const int64_t B = idx.size(0), K = idx.size(1), N = B * K;
+  auto opts = idx.options().dtype(at::kLong);
+  at::Tensor counts = at::empty({num_experts}, opts), offsets = at::empty({num_experts + 1}, opts);
+  at::Tensor rows = at::empty({N}, opts), slot_of = at::empty({B, K}, opts), invalid = at::empty({}, opts);
+  const size_t shared = static_cast<size_t>(num_experts) * sizeof(int64_t);
+  TORCH_CHECK(shared <= 40 * 1024, "dispatch_plan: ", num_experts, " experts exceed the plan kernel's shared memory");
+  plan_kernel<<<1, 1024, shared, at::cuda::getCurrentCUDAStream()>>>(
+      idx.data_ptr<int64_t>(), N, K, num_experts, counts.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(),
+      rows.data_ptr<int64_t>(), slot_of.data_ptr<int64_t>(), invalid.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {counts, offsets, rows, slot_of, invalid};
+}
+
 at::Tensor gather_rows_cuda(const at::Tensor& x, const at::Tensor& rows) {
+  c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = rows.size(0);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape[0] = n;
-  at::Tensor out = at::empty(shape, x.options());
+  at::Tensor out = at::empty(with_rows(x, n), x.options());
   if (n == 0 || x.numel() == 0) return out;
   const int64_t row_bytes = x.numel() / x.size(0) * x.element_size();
   auto stream = at::cuda::getCurrentCUDAStream();
-  const bool aligned = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(out.data_ptr()) % 16 == 0;
-  if (aligned) {
-    gather_rows_vec16<<<grid_for(n), 256, 0, stream>>>(static_cast<const int4*>(x.data_ptr()),
-                                                       rows.data_ptr<int64_t>(), static_cast<int4*>(out.data_ptr()),
-                                                       n, row_bytes / 16);
+  if (row_bytes % 16 == 0 && aligned16(x.data_ptr()) && aligned16(out.data_ptr())) {
+    const int64_t len = row_bytes / 16;
+    gather_kernel<int4><<<blocks_for(n * len), kThreads, 0, stream>>>(
+        static_cast<const int4*>(x.data_ptr()), rows.data_ptr<int64_t>(), static_cast<int4*>(out.data_ptr()), n, len);
+  } else if (row_bytes % 4 == 0 && x.element_size() >= 2) {
+    const int64_t len = row_bytes / 4;
+    gather_kernel<int><<<blocks_for(n * len), kThreads, 0, stream>>>(
+        static_cast<const int*>(x.data_ptr()), rows.data_ptr<int64_t>(), static_cast<int*>(out.data_ptr()), n, len);
   } else {
-    gather_rows_bytes<<<grid_for(n), 256, 0, stream>>>(static_cast<const unsigned char*>(x.data_ptr()),
-                                                       rows.data_ptr<int64_t>(),
-                                                       static_cast<unsigned char*>(out.data_ptr()), n, row_bytes);
+    gather_kernel<unsigned char><<<blocks_for(n * row_bytes), kThreads, 0, stream>>>(
+        static_cast<const unsigned char*>(x.data_ptr()), rows.data_ptr<int64_t>(),
+        static_cast<unsigned char*>(out.data_ptr()), n, row_bytes);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
 at::Tensor combine_rows_cuda(const at::Tensor& ys, const at::Tensor& w, const at::Tensor& slot_of) {
+  c10::cuda::CUDAGuard guard(ys.device());
   const int64_t B = slot_of.size(0), K = slot_of.size(1);
-  std::vector<int64_t> shape(ys.sizes().begin(), ys.sizes().end());
-  shape[0] = B;
-  at::Tensor y = at::empty(shape, ys.options());
+  at::Tensor y = at::empty(with_rows(ys, B), ys.options());
   if (y.numel() == 0) return y;
-  const int64_t F = ys.numel() / std::max<int64_t>(ys.size(0), 1);
+  const int64_t F = ys.numel() / ys.size(0);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ys.scalar_type(), "combine_rows_cuda", [&] {
-    combine_rows_kernel<scalar_t><<<grid_for(B), 256, 0, stream>>>(
-        ys.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), slot_of.data_ptr<int64_t>(), y.data_ptr<scalar_t>(), B, K,
-        F);
+    using A = acc_t<scalar_t>;
+    const A* wp = w.defined() ? w.data_ptr<A>() : nullptr;
+    constexpr int N = Pack<scalar_t>::N;
+    const bool vec = F % N == 0 && aligned16(ys.data_ptr()) && aligned16(y.data_ptr());
+    auto launch = [&](auto weighted) {
+      constexpr bool kW = decltype(weighted)::value;
+      if (vec) {
+        const int64_t len = F / N;
+        combine_vec_kernel<scalar_t, A, kW><<<blocks_for(B * len), kThreads, 0, stream>>>(
+            reinterpret_cast<const Pack<scalar_t>*>(ys.data_ptr()), wp, slot_of.data_ptr<int64_t>(),
+            reinterpret_cast<Pack<scalar_t>*>(y.data_ptr()), B, K, len);
+      } else {
+        combine_scalar_kernel<scalar_t, A, kW><<<blocks_for(B * F), kThreads, 0, stream>>>(
+            ys.data_ptr<scalar_t>(), wp, slot_of.data_ptr<int64_t>(), y.data_ptr<scalar_t>(), B, K, F);
+      }
+    };
+    if (wp) launch(std::true_type{});
+    else launch(std::false_type{});
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> combine_rows_backward_cuda(const at::Tensor& dy, const at::Tensor& ys,
+                                                              const at::Tensor& w, const at::Tensor& slot_of) {
+  c10::cuda::CUDAGuard guard(ys.device());
+  const int64_t B = slot_of.size(0), K = slot_of.size(1);
+  at::Tensor dys = at::empty_like(ys);
+  at::Tensor dw = at::empty({B, K}, w.options());
+  if (ys.numel() == 0) return {dys, dw.zero_()};
+  const int64_t F = ys.numel() / ys.size(0);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ys.scalar_type(), "combine_rows_backward_cuda", [&] {
+    using A = acc_t<scalar_t>;
+    constexpr int N = Pack<scalar_t>::N;
+    const bool vec = F % N == 0 && aligned16(dy.data_ptr()) && aligned16(dys.data_ptr());
+    if (vec) {
+      const int64_t len = F / N;
+      scale_scatter_vec_kernel<scalar_t, A><<<blocks_for(B * K * len), kThreads, 0, stream>>>(
+          reinterpret_cast<const Pack<scalar_t>*>(dy.data_ptr()), w.data_ptr<A>(), slot_of.data_ptr<int64_t>(),
+          reinterpret_cast<Pack<scalar_t>*>(dys.data_ptr()), B * K, K, len);
+    } else {
+      scale_scatter_scalar_kernel<scalar_t, A><<<blocks_for(B * K * F), kThreads, 0, stream>>>(
+          dy.data_ptr<scalar_t>(), w.data_ptr<A>(), slot_of.data_ptr<int64_t>(), dys.data_ptr<scalar_t>(), B * K, K, F);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    row_dot_kernel<scalar_t, A><<<static_cast<unsigned>(B * K), kThreads, 0, stream>>>(
+        dy.data_ptr<scalar_t>(), ys.data_ptr<scalar_t>(), slot_of.data_ptr<int64_t>(), dw.data_ptr<A>(), K, F);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {dys, dw};
 }
 
 }  // namespace tlmoe::kernels::detail

@@ -25,16 +25,27 @@ torch::nn::Embedding make_embedding(int64_t n, int64_t d, double std, int64_t pa
 // Expert-contiguous execution of one routed layer (whole sequences move, not tokens).
 //   plan = histogram + scan of route.indices; xs = gather(x); ys = concat_e expert_e(xs[slice_e]);
 //   y[b] = sum_k w[b, idx[b,k]] * ys[slot(b,k)]
+// When every example goes to one expert (top-1, a single-task batch) nothing moves:
+//   y = expert_e(x) * w.
 template <class RunExpert>
 torch::Tensor run_sparse(const torch::Tensor& x, const LayerRoute& route, int64_t num_experts,
                          const std::vector<torch::Tensor>& side, RunExpert&& run) {
   TORCH_CHECK(route.indices.defined(), "sparse execution needs hard routes (indices)");
   auto plan = kernels::make_plan(route.indices, num_experts);
-  auto xs = kernels::gather_rows(x, plan);                 // [B*K, ...]
+  auto wk = route.weights.gather(1, route.indices);  // [B,K]
+  wk = wk.to(x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
+  const auto& o = plan.host_offsets;
+  if (plan.single_expert()) {
+    int64_t e = 0;
+    while (o[e + 1] == o[e]) ++e;
+    auto y = run(e, x, side);
+    std::vector<int64_t> wshape(y.dim(), 1);
+    wshape[0] = y.size(0);
+    return y * wk.view(wshape).to(y.scalar_type());
+  }
+  auto xs = kernels::gather_rows(x, plan);  // [B*K, ...]
   std::vector<torch::Tensor> side_s;
   for (const auto& t : side) side_s.push_back(t.defined() ? kernels::gather_rows(t, plan) : t);
-  auto off = plan.offsets.cpu();
-  const int64_t* o = off.data_ptr<int64_t>();
   std::vector<torch::Tensor> outs;
   for (int64_t e = 0; e < num_experts; ++e) {
     if (o[e + 1] == o[e]) continue;  // empty expert: no work at all
@@ -43,8 +54,7 @@ torch::Tensor run_sparse(const torch::Tensor& x, const LayerRoute& route, int64_
     outs.push_back(run(e, xs.slice(0, o[e], o[e + 1]), sl));
   }
   auto ys = outs.size() == 1 ? outs[0] : torch::cat(outs, 0);  // [B*K, ...] expert-contiguous
-  auto wk = route.weights.gather(1, route.indices);            // [B,K]
-  return kernels::combine_rows(ys, wk.to(ys.scalar_type()), plan);
+  return kernels::combine_rows(ys, wk, plan);
 }
 
 // Dense execution: every expert on the whole batch, mixed by the weights (the paper's path).

@@ -1,5 +1,6 @@
 #include "train/bench.h"
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -19,7 +20,9 @@ struct Variant {
   Config cfg;
   model::TLMoEModel model{nullptr};
   std::unique_ptr<AdamW> opt;
-  double best_tps = 0;
+  double best_tps = 0;      // training step
+  double best_fwd_tps = 0;  // inference forward (no grad, eval mode)
+  std::array<double, 3> phase_s{};  // forward, backward, optimizer seconds per step (best round)
 };
 
 int64_t count_params(torch::nn::Module& m) {
@@ -77,32 +80,65 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   auto mask = torch::ones({B, o.src_len}, torch::kLong);
   LossOptions lo;
   lo.pad_id = pad;
+  using Clock = std::chrono::steady_clock;
+  auto secs_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  // Training steps; returns the seconds spent in forward (incl. loss), backward and the optimizer.
   auto run_steps = [&](Variant& v, int64_t n) {
+    std::array<double, 3> ph{};
     for (int64_t i = 0; i < n; ++i) {
       const auto& b = batches[i % batches.size()];
       model::RouteContext ctx;
       ctx.training = true;
       ctx.tau = 1.0;
+      auto t = Clock::now();
       auto logits = v.model->forward(b[0], mask, b[2], v.model->routes(b[3], ctx));
-      label_smoothed_nll(logits, b[1], lo).loss.backward();
+      auto loss = label_smoothed_nll(logits, b[1], lo).loss;
+      ph[0] += secs_since(t);
+      t = Clock::now();
+      loss.backward();
+      ph[1] += secs_since(t);
+      t = Clock::now();
       v.opt->step(1.0);
       v.opt->zero_grad();
+      ph[2] += secs_since(t);
     }
+    return ph;
+  };
+  // Inference forward passes (eval mode, no autograd): the cost of scoring a batch.
+  auto run_forward = [&](Variant& v, int64_t n) {
+    torch::NoGradGuard ng;
+    v.model->eval();
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = batches[i % batches.size()];
+      model::RouteContext ctx;
+      ctx.training = false;
+      ctx.tau = 1.0;
+      v.model->forward(b[0], mask, b[2], v.model->routes(b[3], ctx));
+    }
+    v.model->train();
   };
   const double tokens_per_step = static_cast<double>(B * (o.src_len + o.tgt_len));
   for (int64_t r = 0; r < o.rounds; ++r) {
     for (auto& v : vs) {
       run_steps(v, o.warmup_steps);
-      auto t0 = std::chrono::steady_clock::now();
-      run_steps(v, o.steps);
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      double tps = tokens_per_step * static_cast<double>(o.steps) / secs;
-      v.best_tps = std::max(v.best_tps, tps);
-      log << "round " << r + 1 << "/" << o.rounds << " " << v.name << ": " << static_cast<int64_t>(tps) << " tok/s\n";
+      auto t0 = Clock::now();
+      auto ph = run_steps(v, o.steps);
+      double tps = tokens_per_step * static_cast<double>(o.steps) / secs_since(t0);
+      if (tps > v.best_tps) {
+        v.best_tps = tps;
+        for (int j = 0; j < 3; ++j) v.phase_s[j] = ph[j] / static_cast<double>(o.steps);
+      }
+      run_forward(v, o.warmup_steps);
+      t0 = Clock::now();
+      run_forward(v, o.steps);
+      const double ftps = tokens_per_step * static_cast<double>(o.steps) / secs_since(t0);
+      v.best_fwd_tps = std::max(v.best_fwd_tps, ftps);
+      log << "round " << r + 1 << "/" << o.rounds << " " << v.name << ": train " << static_cast<int64_t>(tps)
+          << " tok/s, forward " << static_cast<int64_t>(ftps) << " tok/s\n";
     }
   }
   nlohmann::json rep;
-  rep["what"] = "training step (forward + backward + AdamW) tokens/s, synthetic batches";
+  rep["what"] = "training step (forward + backward + AdamW) and inference forward tokens/s, synthetic mixed-task batches";
   rep["batch"] = {{"batch_size", B}, {"src_len", o.src_len}, {"tgt_len", o.tgt_len}, {"vocab", V}};
   describe_setup(rep, base);
   rep["steps"] = o.steps;
@@ -111,6 +147,10 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
     rep["variants"].push_back({{"name", v.name},
                                {"tokens_per_s", v.best_tps},
                                {"ratio_to_vanilla", v.best_tps / vs[0].best_tps},
+                               {"forward_tokens_per_s", v.best_fwd_tps},
+                               {"forward_ratio_to_vanilla", v.best_fwd_tps / vs[0].best_fwd_tps},
+                               {"step_seconds", {{"forward", v.phase_s[0]}, {"backward", v.phase_s[1]},
+                                                 {"optimizer", v.phase_s[2]}}},
                                {"params", count_params(*v.model)}});
   return rep;
 }
@@ -184,15 +224,31 @@ nlohmann::json bench_generate(const Config& base, const BenchGenerateOptions& o,
 
 std::string format_bench_table(const nlohmann::json& rep) {
   std::ostringstream s;
-  char line[256];
+  char line[320];
   const bool gen = rep.value("unit", "") == "examples/s";
-  const char* key = gen ? "examples_per_s" : "tokens_per_s";
-  std::snprintf(line, sizeof line, "%-44s %14s %10s %12s\n", "variant", gen ? "examples/s" : "tokens/s", "ratio",
-                "params");
+  if (gen) {
+    std::snprintf(line, sizeof line, "%-44s %14s %10s %12s\n", "variant", "examples/s", "ratio", "params");
+    s << line;
+    for (const auto& v : rep["variants"]) {
+      std::snprintf(line, sizeof line, "%-44s %14.1f %9.2fx %12lld\n", v["name"].get<std::string>().c_str(),
+                    v["examples_per_s"].get<double>(), v["ratio_to_vanilla"].get<double>(),
+                    static_cast<long long>(v["params"].get<int64_t>()));
+      s << line;
+    }
+    return s.str();
+  }
+  std::snprintf(line, sizeof line, "%-44s %12s %7s %12s %7s %24s %10s\n", "variant", "train tok/s", "ratio",
+                "fwd tok/s", "ratio", "step ms (fwd/bwd/opt)", "params");
   s << line;
   for (const auto& v : rep["variants"]) {
-    std::snprintf(line, sizeof line, gen ? "%-44s %14.1f %9.2fx %12lld\n" : "%-44s %14.0f %9.2fx %12lld\n",
-                  v["name"].get<std::string>().c_str(), v[key].get<double>(), v["ratio_to_vanilla"].get<double>(),
+    const auto& ph = v["step_seconds"];
+    char phases[64];
+    std::snprintf(phases, sizeof phases, "%.1f/%.1f/%.1f", 1e3 * ph["forward"].get<double>(),
+                  1e3 * ph["backward"].get<double>(), 1e3 * ph["optimizer"].get<double>());
+    std::snprintf(line, sizeof line, "%-44s %12.0f %6.2fx %12.0f %6.2fx %24s %10lld\n",
+                  v["name"].get<std::string>().c_str(), v["tokens_per_s"].get<double>(),
+                  v["ratio_to_vanilla"].get<double>(), v["forward_tokens_per_s"].get<double>(),
+                  v["forward_ratio_to_vanilla"].get<double>(), phases,
                   static_cast<long long>(v["params"].get<int64_t>()));
     s << line;
   }
