@@ -42,6 +42,7 @@ struct alignas(16) Pack {
 };
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
 
 int blocks_for(int64_t work, int per_thread = 1) {
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -242,7 +243,7 @@ at::Tensor gather_rows_cuda(const at::Tensor& x, const at::Tensor& rows) {
     const int64_t len = row_bytes / 16;
     gather_kernel<int4><<<blocks_for(n * len), kThreads, 0, stream>>>(
         static_cast<const int4*>(x.data_ptr()), rows.data_ptr<int64_t>(), static_cast<int4*>(out.data_ptr()), n, len);
-  } else if (row_bytes % 4 == 0 && x.element_size() >= 2) {
+  } else if (row_bytes % 4 == 0 && aligned4(x.data_ptr()) && aligned4(out.data_ptr())) {
     const int64_t len = row_bytes / 4;
     gather_kernel<int><<<blocks_for(n * len), kThreads, 0, stream>>>(
         static_cast<const int*>(x.data_ptr()), rows.data_ptr<int64_t>(), static_cast<int*>(out.data_ptr()), n, len);

@@ -15,6 +15,7 @@ void setup_bench(CLI::App& app) {
     std::string out;
     train::BenchTrainOptions train;
     train::BenchGenerateOptions generate;
+    train::BenchDispatchOptions dispatch;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("bench", "Throughput benchmarks, reported as ratios measured in one run");
@@ -27,12 +28,19 @@ void setup_bench(CLI::App& app) {
   cmd->add_option("--rounds", o->train.rounds, "Interleaved rounds; the best counts (train)")->capture_default_str();
   cmd->add_option("--batches", o->generate.batches, "Timed batches per variant and round (generate)")
       ->capture_default_str();
+  cmd->add_option("--peak-tflops", o->train.peak_tflops,
+                  "The device's peak TFLOP/s (e.g. 989 for H200 dense bf16): report model FLOP utilisation (train)");
+  cmd->add_option("--shapes", o->dispatch.shapes,
+                  "Shapes as \"B,S,D,m,K;...\" (dispatch; default: 8,64,256,3,1 up to the paper's 32,512,768,3,1 and larger)");
+  cmd->add_option("--min-seconds", o->dispatch.min_seconds, "Time spent per measurement (dispatch)")
+      ->capture_default_str();
   cmd->callback([o] {
-    if (o->what == "dispatch") not_implemented("bench dispatch", "issue #6: dispatch kernels and benchmarks");
     Config cfg = load_config(o->config.sources());
     o->generate.rounds = o->train.rounds;
-    auto rep = o->what == "train" ? train::bench_train(cfg, o->train, std::cerr)
-                                  : train::bench_generate(cfg, o->generate, std::cerr);
+    o->dispatch.rounds = o->train.rounds;
+    auto rep = o->what == "train"      ? train::bench_train(cfg, o->train, std::cerr)
+               : o->what == "generate" ? train::bench_generate(cfg, o->generate, std::cerr)
+                                       : train::bench_dispatch(cfg, o->dispatch, std::cerr);
     std::cout << train::format_bench_table(rep);
     if (!o->out.empty()) io::write_file_atomic(o->out, rep.dump(2) + "\n");
   });

@@ -22,8 +22,6 @@ void add_config_options(CLI::App* cmd, ConfigOptions& opts, bool required);
 // Writes config.resolved.yaml into `run_dir` (atomically).
 void write_resolved_config(const Config& cfg, const std::string& run_dir);
 
-// Thrown by subcommands that a later issue implements: exit code 1 and this message.
-[[noreturn]] void not_implemented(const std::string& command, const std::string& issue);
 
 void setup_gym(CLI::App& app);
 void setup_preprocess(CLI::App& app);

@@ -29,11 +29,11 @@ std::string csv_field(std::string_view s) {
   return out + "\"";
 }
 
-std::vector<std::string> split_list(std::string_view s) {
+std::vector<std::string> split_list(std::string_view s, char sep) {
   std::vector<std::string> v;
   size_t from = 0;
   while (from <= s.size()) {
-    const size_t comma = std::min(s.find(',', from), s.size());
+    const size_t comma = std::min(s.find(sep, from), s.size());
     if (comma > from) v.emplace_back(s.substr(from, comma - from));
     from = comma + 1;
   }

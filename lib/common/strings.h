@@ -15,7 +15,7 @@ std::size_t edit_distance(std::string_view a, std::string_view b);
 // a line break; as is otherwise.
 std::string csv_field(std::string_view s);
 
-// "a,b,,c" -> {"a", "b", "c"}: comma-separated items, empty ones dropped.
-std::vector<std::string> split_list(std::string_view s);
+// "a,b,,c" -> {"a", "b", "c"}: items separated by `sep` (a comma by default), empty ones dropped.
+std::vector<std::string> split_list(std::string_view s, char sep = ',');
 
 }  // namespace tlmoe

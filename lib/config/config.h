@@ -100,6 +100,7 @@ struct TrainConfig {
   double adam_eps;
   double label_smoothing;
   std::string loss_reduction;     // sum | mean
+  std::string precision;          // auto | fp32 | bf16 (autocast)
   std::string task_sampling;      // examples | temperature
   double sampling_temperature;
   bool length_bucketing;

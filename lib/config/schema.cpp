@@ -354,6 +354,9 @@ std::vector<FieldSpec> declare() {
   d.add<double>("train.label_smoothing", TLMOE_GET(train.label_smoothing), 0.1, "train, adapt", "Label smoothing epsilon.", range(0, 1));
   d.add<S>("train.loss_reduction", TLMOE_GET(train.loss_reduction), "sum", "train, adapt",
            "Loss over target tokens: sum (the reference) or mean.", one_of({"sum", "mean"}));
+  d.add<S>("train.precision", TLMOE_GET(train.precision), "auto", "train, adapt",
+           "Training forward passes: fp32, or bf16 autocast (fp32 master weights and optimizer state, loss in fp32); auto = bf16 on CUDA, fp32 on CPU.",
+           one_of({"auto", "fp32", "bf16"}));
   d.add<S>("train.task_sampling", TLMOE_GET(train.task_sampling), "examples", trn,
            "Batch composition: examples (uniform over all examples, the paper) or temperature (task-level sampling).",
            one_of({"examples", "temperature"}));

@@ -15,6 +15,7 @@
 #include "data/preprocess.h"
 #include "data/task_meta.h"
 #include "io/atomic_file.h"
+#include "kernels/device.h"
 #include "model/tlmoe_model.h"
 #include "train/batching.h"
 #include "train/checkpoint.h"
@@ -182,6 +183,7 @@ AdaptResult adapt(const AdaptOptions& opts) {
   // ---- the starting model --------------------------------------------------------------------
   Start st;
   const torch::Device dev = pick_device(cfg.device);
+  const bool bf16 = kernels::use_bf16_autocast(cfg.train.precision, dev);
   if (!opts.checkpoint.empty()) {
     LoadedModel lm = load_model(opts.checkpoint);
     if (lm.tokenizer_fingerprint != tok_info.at("fingerprint").get<std::string>())
@@ -536,8 +538,12 @@ AdaptResult adapt(const AdaptOptions& opts) {
             } else {
               routes = expand(route1, b.input_ids.size(0));
             }
-            auto logits = work->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
-            auto r = label_smoothed_nll(logits, b.target_ids, lo);
+            torch::Tensor logits;
+            {
+              kernels::AutocastGuard amp(bf16, dev);
+              logits = work->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
+            }
+            auto r = label_smoothed_nll(logits, b.target_ids, lo);  // fp32
             const double loss = r.loss.item<double>();
             if (!std::isfinite(loss))
               throw std::runtime_error("adapt: non-finite loss for " + p.name + " " + s.prefix + " lr " + fmt(lr, "%g") +

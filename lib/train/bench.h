@@ -18,6 +18,7 @@ struct BenchTrainOptions {
   int64_t src_len = 64;       // synthetic batch shape (tokens drawn uniformly from the vocabulary)
   int64_t tgt_len = 16;
   int64_t num_tasks = 32;
+  double peak_tflops = 0;     // the device's peak (dense bf16 on GPU) for model FLOP utilisation; 0: not reported
 };
 
 // Returns {"machine":..., "config":..., "variants": [{"name", "tokens_per_s", "ratio_to_vanilla", "params"}]}
@@ -37,7 +38,19 @@ struct BenchGenerateOptions {
 // Returns {"what", "batch", "model", "threads", "variants": [{"name", "examples_per_s", "ratio_to_vanilla", "params"}]}
 nlohmann::json bench_generate(const Config& cfg, const BenchGenerateOptions& o, std::ostream& log);
 
-// The variants of a bench_train or bench_generate report as an aligned table.
+// `tlmoe bench dispatch`: bandwidth (GB/s = (bytes read + bytes written) / s) of the dispatch
+// ops next to a plain device copy of the same bytes (the ceiling) and LibTorch's naive path
+// (index_select for gather; ys * w then index_add_ for the weighted combine), over shapes from
+// small to the paper's (B=32, S=512, D=768, m=3), on the config's device (fp32; also bf16 on CUDA).
+struct BenchDispatchOptions {
+  double min_seconds = 0.25;  // each measurement repeats the op for at least this long
+  int64_t rounds = 3;         // interleaved; the best counts
+  std::string shapes;         // "B,S,D,m,K;..." replaces the default list when set
+};
+
+nlohmann::json bench_dispatch(const Config& cfg, const BenchDispatchOptions& o, std::ostream& log);
+
+// The variants of a bench_train, bench_generate or bench_dispatch report as an aligned table.
 std::string format_bench_table(const nlohmann::json& report);
 
 }  // namespace tlmoe::train

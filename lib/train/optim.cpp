@@ -1,5 +1,7 @@
 #include "train/optim.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -69,6 +71,41 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// One fused pass over a CPU parameter (fp32 or fp64, state of the same dtype), element by element
+// the same arithmetic as the multi-tensor path below:
+//   m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  p <- p + step_size m / (sqrt(v) + eps);
+//   p <- p + (-lr wd) p
+// Reads p, g, m, v and writes p, m, v once (the multi-tensor path makes eight passes).
+template <typename T>
+void fused_adamw_cpu(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m, torch::Tensor& v, double b1,
+                     double b2, double step_size, double eps, double decay) {
+  T* pp = p.data_ptr<T>();
+  const T* gp = g.data_ptr<T>();
+  T* mp = m.data_ptr<T>();
+  T* vp = v.data_ptr<T>();
+  const T tb1 = static_cast<T>(b1), tb1c = static_cast<T>(1.0 - b1), tb2 = static_cast<T>(b2),
+          tb2c = static_cast<T>(1.0 - b2), ts = static_cast<T>(step_size), te = static_cast<T>(eps),
+          td = static_cast<T>(decay);
+  at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T gi = gp[i];
+      const T mi = mp[i] * tb1 + gi * tb1c;
+      const T vi = vp[i] * tb2 + gi * gi * tb2c;
+      mp[i] = mi;
+      vp[i] = vi;
+      T pi = pp[i] + ts * (mi / (std::sqrt(vi) + te));
+      if (decay != 0) pi = pi + td * pi;
+      pp[i] = pi;
+    }
+  });
+}
+
+bool fusable_cpu(const torch::Tensor& p, const torch::Tensor& g, const torch::Tensor& m) {
+  return p.device().is_cpu() && g.device().is_cpu() && p.scalar_type() == m.scalar_type() &&
+         g.scalar_type() == m.scalar_type() && (p.scalar_type() == torch::kFloat || p.scalar_type() == torch::kDouble) &&
+         p.is_contiguous() && g.is_contiguous() && !g.is_sparse();
+}
+
 }  // namespace
 
 // ---- AdamW ----------------------------------------------------------------------------------
@@ -122,6 +159,18 @@ void AdamW::step(double lr_multiplier) {
                   "')");
       State& s = state_[gi][i];
       const auto dt = s.exp_avg.scalar_type();
+      if (fusable_cpu(p, g, s.exp_avg)) {
+        s.step += 1;
+        const double bc1 = 1.0 - std::pow(b1, static_cast<double>(s.step));
+        const double bc2 = 1.0 - std::pow(b2, static_cast<double>(s.step));
+        const double step_size = -(lr * std::sqrt(bc2) / bc1);
+        torch::Tensor pw = p;  // shares storage: the update is in place
+        if (dt == torch::kDouble)
+          fused_adamw_cpu<double>(pw, g, s.exp_avg, s.exp_avg_sq, b1, b2, step_size, opts_.eps, -lr * group.weight_decay);
+        else
+          fused_adamw_cpu<float>(pw, g, s.exp_avg, s.exp_avg_sq, b1, b2, step_size, opts_.eps, -lr * group.weight_decay);
+        continue;
+      }
       torch::Tensor w = p;
       if (p.scalar_type() != dt) {
         w = p.to(dt);

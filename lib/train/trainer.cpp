@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "kernels/device.h"
 #include "model/tlmoe_model.h"
 #include "train/batching.h"
 #include "train/checkpoint.h"
@@ -201,6 +202,8 @@ TrainResult train(const TrainOptions& opts) {
   initialise_model(*m, cfg, data);
   m->to(dev);
   m->train();
+  const bool bf16 = kernels::use_bf16_autocast(cfg.train.precision, dev);
+  log << "device " << dev.str() << (bf16 ? ", bf16 autocast" : ", fp32") << "\n";
 
   // ---- optimisation ---------------------------------------------------------------------------
   GroupSpec gs;
@@ -307,8 +310,12 @@ TrainResult train(const TrainOptions& opts) {
       ctx.training = true;
       ctx.tau = tau;
       auto routes = m->routes(b.task_ids, ctx);
-      auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
-      auto r = label_smoothed_nll(logits, b.target_ids, lo);
+      torch::Tensor logits;
+      {
+        kernels::AutocastGuard amp(bf16, dev);
+        logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
+      }
+      auto r = label_smoothed_nll(logits, b.target_ids, lo);  // in fp32 whatever the logits' dtype
       torch::Tensor loss = r.loss;
       if (cfg.train.loss_reduction == "mean") loss = loss / static_cast<double>(cfg.train.grad_accum);
       if (cfg.model.expert_reg > 0 && m->routed_layers() > 0) loss = loss + cfg.model.expert_reg * m->expert_difference();
@@ -354,6 +361,10 @@ TrainResult train(const TrainOptions& opts) {
       json lrs;
       for (const auto& g : opt.groups()) lrs[g.name] = g.lr * mult;
       line["lr"] = lrs;
+      const auto mem = kernels::peak_memory(dev);
+      line["peak_memory_bytes"] = mem.peak_bytes;
+      line["peak_memory_kind"] = mem.kind;
+      kernels::reset_peak_memory(dev);
       if (last_weights.defined()) {
         auto ent = model::route_entropy(last_weights).to(torch::kCPU, torch::kDouble).contiguous();
         line["route_entropy"] = std::vector<double>(ent.data_ptr<double>(), ent.data_ptr<double>() + ent.numel());

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 
@@ -35,10 +36,52 @@ TEST_CASE("usage errors exit 2", "[cli]") {
   CHECK(run_tlmoe("bench nothing").exit_code == 2);
 }
 
-TEST_CASE("commands of later issues exit 1 with 'not implemented yet'", "[cli]") {
-  auto r = run_tlmoe("bench dispatch");
-  CHECK(r.exit_code == 1);
-  CHECK_THAT(r.output, Catch::Contains("not implemented yet"));
+TEST_CASE("bench dispatch reports gather and scatter bandwidth next to copy and the naive path", "[cli][bench]") {
+  TempDir d;
+  auto r = run_tlmoe("bench dispatch --shapes \"4,8,16,3,1;6,4,8,2,2\" --min-seconds 0.02 --rounds 1 --out " +
+                     (d / "b.json").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("4,8,16,3,1") && Catch::Contains("6,4,8,2,2") && Catch::Contains("idx_sel"));
+  auto rep = nlohmann::json::parse(read_text(d / "b.json"));
+  REQUIRE(rep["rows"].size() == 2);
+  const auto& row = rep["rows"][1];
+  CHECK(row["K"] == 2);
+  // bytes: gather reads and writes B*K rows of S*D fp32; scatter reads B*K rows and writes B
+  CHECK(row["gather_mb"].get<double>() == Approx(2.0 * 12 * 4 * 8 * 4 / 1e6));
+  CHECK(row["scatter_mb"].get<double>() == Approx((12 + 6) * 4 * 8 * 4 / 1e6));
+  for (const char* k : {"copy_gbps_gather_size", "gather_gbps", "index_select_gbps", "scatter_gbps", "index_add_gbps"})
+    CHECK(row[k].get<double>() > 0);
+  CHECK(run_tlmoe("bench dispatch --shapes 4,8,16").exit_code == 2);
+  CHECK(run_tlmoe("bench dispatch --shapes \"4,8,16,2,3\"").exit_code == 2);  // K > m
+}
+
+TEST_CASE("bench train reports training and forward throughput, step phases and model FLOPs", "[cli][bench]") {
+  TempDir d;
+  write_text(d / "c.yaml",
+             "data:\n  max_input_len: 64\n  max_output_len: 16\ntokenizer:\n  vocab_size: 64\nmodel:\n  d_model: 16\n"
+             "  heads: 2\n  ffn_dim: 32\n  encoder_layers: 1\n  decoder_layers: 1\n  experts: 2\n  max_positions: 80\n"
+             "train:\n  batch_size: 4\n");
+  auto r = run_tlmoe("bench train --config " + (d / "c.yaml").string() + " --steps 2 --rounds 1 --peak-tflops 1 --out " +
+                     (d / "b.json").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("fwd tok/s") && Catch::Contains("MFU"));
+  auto rep = nlohmann::json::parse(read_text(d / "b.json"));
+  REQUIRE(rep["variants"].size() == 3);
+  // model FLOPs by hand for vanilla: B=4, S=64, T=16, d=16, F=32, V=64, one encoder and one decoder layer
+  const double d_ = 16, F = 32, S = 64, T = 16, V = 64;
+  const double enc = S * (4 * d_ * d_ + 2 * d_ * F + 2 * S * d_);
+  const double dec = T * (4 * d_ * d_ + 2 * T * d_ + 2 * d_ * d_ + 2 * S * d_ + 2 * d_ * F) + S * 2 * d_ * d_;
+  const double flops = 6.0 * 4 * (enc + dec + T * d_ * V);
+  CHECK(rep["variants"][0]["model_flops_per_step"].get<double>() == Approx(flops));
+  CHECK(rep["variants"][2]["model_flops_per_step"].get<double>() == Approx(flops));  // top-1: one expert
+  CHECK(rep["variants"][1]["model_flops_per_step"].get<double>() > 1.9 * flops);    // dense: both experts
+  for (const auto& v : rep["variants"]) {
+    CHECK(v["forward_tokens_per_s"].get<double>() > 0);
+    CHECK(v["step_seconds"]["backward"].get<double>() > 0);
+    CHECK(v.contains("mfu"));
+  }
 }
 
 namespace {
