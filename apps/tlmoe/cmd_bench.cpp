@@ -28,6 +28,9 @@ void setup_bench(CLI::App& app) {
   cmd->add_option("--rounds", o->train.rounds, "Interleaved rounds; the best counts (train)")->capture_default_str();
   cmd->add_option("--batches", o->generate.batches, "Timed batches per variant and round (generate)")
       ->capture_default_str();
+  cmd->add_option("--src-len", o->train.src_len, "Source tokens per synthetic example (train, generate)")
+      ->capture_default_str();
+  cmd->add_option("--tgt-len", o->train.tgt_len, "Target tokens per synthetic example (train)")->capture_default_str();
   cmd->add_option("--peak-tflops", o->train.peak_tflops,
                   "The device's peak TFLOP/s (e.g. 989 for H200 dense bf16): report model FLOP utilisation (train)");
   cmd->add_option("--shapes", o->dispatch.shapes,
@@ -38,6 +41,7 @@ void setup_bench(CLI::App& app) {
     Config cfg = load_config(o->config.sources());
     o->generate.rounds = o->train.rounds;
     o->dispatch.rounds = o->train.rounds;
+    o->generate.src_len = o->train.src_len;
     auto rep = o->what == "train"      ? train::bench_train(cfg, o->train, std::cerr)
                : o->what == "generate" ? train::bench_generate(cfg, o->generate, std::cerr)
                                        : train::bench_dispatch(cfg, o->dispatch, std::cerr);
