@@ -27,7 +27,8 @@ struct Variant {
   model::TLMoEModel model{nullptr};
   std::unique_ptr<AdamW> opt;
   double best_tps = 0;      // training step
-  double best_fwd_tps = 0;  // inference forward (no grad, eval mode)
+  double best_fwd_tps = 0;  // inference forward (no grad, eval mode), mixed-task batches
+  double best_fwd1_tps = 0; // the same on single-task batches (how eval and adapt score a task)
   std::array<double, 3> phase_s{};  // forward, backward, optimizer seconds per step (best round)
 };
 
@@ -148,7 +149,7 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
     return ph;
   };
   // Inference forward passes (eval mode, no autograd): the cost of scoring a batch.
-  auto run_forward = [&](Variant& v, int64_t n) {
+  auto run_forward = [&](Variant& v, int64_t n, bool single_task) {
     torch::NoGradGuard ng;
     kernels::AutocastGuard amp(bf16, dev);
     v.model->eval();
@@ -157,7 +158,8 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
       model::RouteContext ctx;
       ctx.training = false;
       ctx.tau = 1.0;
-      v.model->forward(b[0], mask, b[2], v.model->routes(b[3], ctx));
+      auto tasks = single_task ? torch::full_like(b[3], i % o.num_tasks) : b[3];
+      v.model->forward(b[0], mask, b[2], v.model->routes(tasks, ctx));
     }
     sync(dev);
     v.model->train();
@@ -173,11 +175,14 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
         v.best_tps = tps;
         for (int j = 0; j < 3; ++j) v.phase_s[j] = ph[j] / static_cast<double>(o.steps);
       }
-      run_forward(v, o.warmup_steps);
+      run_forward(v, o.warmup_steps, false);
       t0 = Clock::now();
-      run_forward(v, o.steps);
+      run_forward(v, o.steps, false);
       const double ftps = tokens_per_step * static_cast<double>(o.steps) / secs_since(t0);
       v.best_fwd_tps = std::max(v.best_fwd_tps, ftps);
+      t0 = Clock::now();
+      run_forward(v, o.steps, true);
+      v.best_fwd1_tps = std::max(v.best_fwd1_tps, tokens_per_step * static_cast<double>(o.steps) / secs_since(t0));
       log << "round " << r + 1 << "/" << o.rounds << " " << v.name << ": train " << static_cast<int64_t>(tps)
           << " tok/s, forward " << static_cast<int64_t>(ftps) << " tok/s\n";
     }
@@ -200,6 +205,8 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
                                {"ratio_to_vanilla", v.best_tps / vs[0].best_tps},
                                {"forward_tokens_per_s", v.best_fwd_tps},
                                {"forward_ratio_to_vanilla", v.best_fwd_tps / vs[0].best_fwd_tps},
+                               {"forward_single_task_tokens_per_s", v.best_fwd1_tps},
+                               {"forward_single_task_ratio_to_vanilla", v.best_fwd1_tps / vs[0].best_fwd1_tps},
                                {"step_seconds", {{"forward", v.phase_s[0]}, {"backward", v.phase_s[1]},
                                                  {"optimizer", v.phase_s[2]}}},
                                {"params", count_params(*v.model)},
@@ -444,18 +451,19 @@ std::string format_bench_table(const nlohmann::json& rep) {
     }
     return s.str();
   }
-  std::snprintf(line, sizeof line, "%-44s %12s %7s %12s %7s %24s %10s\n", "variant", "train tok/s", "ratio",
-                "fwd tok/s", "ratio", "step ms (fwd/bwd/opt)", "params");
+  std::snprintf(line, sizeof line, "%-44s %12s %7s %12s %7s %9s %24s %10s\n", "variant", "train tok/s", "ratio",
+                "fwd tok/s", "ratio", "fwd 1task", "step ms (fwd/bwd/opt)", "params");
   s << line;
   for (const auto& v : rep["variants"]) {
     const auto& ph = v["step_seconds"];
     char phases[64];
     std::snprintf(phases, sizeof phases, "%.1f/%.1f/%.1f", 1e3 * ph["forward"].get<double>(),
                   1e3 * ph["backward"].get<double>(), 1e3 * ph["optimizer"].get<double>());
-    std::snprintf(line, sizeof line, "%-44s %12.0f %6.2fx %12.0f %6.2fx %24s %10lld\n",
+    std::snprintf(line, sizeof line, "%-44s %12.0f %6.2fx %12.0f %6.2fx %8.2fx %24s %10lld\n",
                   v["name"].get<std::string>().c_str(), v["tokens_per_s"].get<double>(),
                   v["ratio_to_vanilla"].get<double>(), v["forward_tokens_per_s"].get<double>(),
-                  v["forward_ratio_to_vanilla"].get<double>(), phases,
+                  v["forward_ratio_to_vanilla"].get<double>(), v["forward_single_task_ratio_to_vanilla"].get<double>(),
+                  phases,
                   static_cast<long long>(v["params"].get<int64_t>()));
     s << line;
   }
