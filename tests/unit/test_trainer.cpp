@@ -74,6 +74,8 @@ TEST_CASE("train: the loss falls, checkpoints, metrics and routes are written", 
     if (j.contains("loss")) {
       ++loss_lines;
       CHECK(j.contains("route_entropy"));
+      CHECK(j["peak_memory_kind"] == "cpu_peak_rss");
+      CHECK(j["peak_memory_bytes"].get<int64_t>() > (int64_t{1} << 20));
     }
   }
   CHECK(dev_lines == 2);
@@ -88,6 +90,24 @@ TEST_CASE("train: the loss falls, checkpoints, metrics and routes are written", 
   auto meta = nlohmann::json::parse(read_text(rd / "last/meta.json"));
   CHECK(meta["step"] == 80);
   CHECK(meta["trainer"]["best_step"].get<int64_t>() == r.best_step);
+}
+
+TEST_CASE("train: bf16 autocast (train.precision) learns as fp32 does", "[train][device]") {
+  Tiny t;
+  auto cfg = t.config();
+  cfg.train.steps = 80;
+  cfg.train.eval_every = 80;
+  cfg.train.precision = "bf16";
+  auto r = run(cfg, t.dir / "run");
+  REQUIRE(r.step == 80);
+  const double first = mean(r.step_losses, 0, 10), last = mean(r.step_losses, 70, 80);
+  INFO("first 10 steps " << first << ", last 10 steps " << last);
+  CHECK(first > 2.5);
+  CHECK(last < 0.6 * first);
+  // the checkpoint holds fp32 master weights
+  auto ck = tlmoe::train::load_checkpoint(t.dir / "run/last");
+  for (const auto& [name, tensor] : ck.model)
+    if (tensor.is_floating_point()) CHECK(tensor.scalar_type() == torch::kFloat);
 }
 
 TEST_CASE("train: an interrupted run resumes bit-exactly", "[train]") {
