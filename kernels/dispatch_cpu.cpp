@@ -35,28 +35,39 @@ std::vector<int64_t> with_rows(const torch::Tensor& t, int64_t n) {
   return shape;
 }
 
+// One output row: y = sum_k w_k * src_k, accumulated in L1-sized chunks of acc_t so that the
+// output is written once (fp16/bf16 rounded once).
 template <typename T>
-void combine_row(const T* const* src, const acc_t<T>* w, int64_t K, int64_t F, T* dst, acc_t<T>* scratch) {
+void combine_row(const T* const* src, const acc_t<T>* w, int64_t K, int64_t F, T* dst) {
   using A = acc_t<T>;
-  if constexpr (std::is_same_v<T, A>) {
-    // fp32/fp64: accumulate in the output row itself (vectorised by the compiler).
+  constexpr int64_t kChunk = 1024;
+  A acc[kChunk];
+  for (int64_t f0 = 0; f0 < F; f0 += kChunk) {
+    const int64_t n = std::min(kChunk, F - f0);
     const A w0 = w ? w[0] : A(1);
-    for (int64_t f = 0; f < F; ++f) dst[f] = w0 * src[0][f];
+    const T* s0 = src[0] + f0;
+    for (int64_t f = 0; f < n; ++f) acc[f] = w0 * static_cast<A>(s0[f]);
     for (int64_t k = 1; k < K; ++k) {
       const A wk = w ? w[k] : A(1);
-      const T* s = src[k];
-      for (int64_t f = 0; f < F; ++f) dst[f] += wk * s[f];
+      const T* sk = src[k] + f0;
+      for (int64_t f = 0; f < n; ++f) acc[f] += wk * static_cast<A>(sk[f]);
     }
-  } else {
-    // fp16/bf16: accumulate in fp32, round once.
-    for (int64_t f = 0; f < F; ++f) scratch[f] = (w ? w[0] : 1.f) * static_cast<float>(src[0][f]);
-    for (int64_t k = 1; k < K; ++k) {
-      const float wk = w ? w[k] : 1.f;
-      const T* s = src[k];
-      for (int64_t f = 0; f < F; ++f) scratch[f] += wk * static_cast<float>(s[f]);
-    }
-    for (int64_t f = 0; f < F; ++f) dst[f] = static_cast<T>(scratch[f]);
+    T* d = dst + f0;
+    for (int64_t f = 0; f < n; ++f) d[f] = static_cast<T>(acc[f]);
   }
+}
+
+// <a, b> over n elements with 8 independent partial sums (vectorisable without fast-math).
+template <typename T>
+acc_t<T> row_dot(const T* a, const T* b, int64_t n) {
+  using A = acc_t<T>;
+  A part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t f = 0;
+  for (; f + 8 <= n; f += 8)
+    for (int j = 0; j < 8; ++j) part[j] += static_cast<A>(a[f + j]) * static_cast<A>(b[f + j]);
+  A sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  for (; f < n; ++f) sum += static_cast<A>(a[f]) * static_cast<A>(b[f]);
+  return sum;
 }
 
 }  // namespace
@@ -121,15 +132,13 @@ torch::Tensor combine_rows_cpu(const torch::Tensor& ys, const torch::Tensor& w, 
     const A* wp = w.defined() ? w.data_ptr<A>() : nullptr;
     at::parallel_for(0, B, grain_rows(F * K * ys.element_size()), [&](int64_t begin, int64_t end) {
       std::vector<const scalar_t*> rows(K);
-      std::vector<float> scratch(std::is_same_v<scalar_t, A> ? 0 : F);
       for (int64_t b = begin; b < end; ++b) {
         for (int64_t k = 0; k < K; ++k) rows[k] = src + so[b * K + k] * F;
         if (K == 1 && !wp) {
           std::memcpy(dst + b * F, rows[0], F * sizeof(scalar_t));
           continue;
         }
-        combine_row<scalar_t>(rows.data(), wp ? wp + b * K : nullptr, K, F, dst + b * F,
-                              reinterpret_cast<A*>(scratch.data()));
+        combine_row<scalar_t>(rows.data(), wp ? wp + b * K : nullptr, K, F, dst + b * F);
       }
     });
   });
@@ -160,13 +169,8 @@ std::tuple<torch::Tensor, torch::Tensor> combine_rows_backward_cpu(const torch::
           const A wk = wp[b * K + k];
           const scalar_t* ysr = y + s * F;
           scalar_t* dr = d + s * F;
-          A dot = 0;
-          for (int64_t f = 0; f < F; ++f) {
-            const A gf = static_cast<A>(gb[f]);
-            dr[f] = static_cast<scalar_t>(wk * gf);
-            dot += gf * static_cast<A>(ysr[f]);
-          }
-          dwp[b * K + k] = dot;
+          for (int64_t f = 0; f < F; ++f) dr[f] = static_cast<scalar_t>(wk * static_cast<A>(gb[f]));
+          dwp[b * K + k] = row_dot(gb, ysr, F);
         }
       }
     });
