@@ -35,11 +35,39 @@ std::vector<int64_t> with_rows(const torch::Tensor& t, int64_t n) {
   return shape;
 }
 
+// fp32 row loops, compiled twice (AVX2 + FMA and baseline x86-64) and picked at load time: the
+// build targets baseline x86-64, whose 4-wide SSE loops are compute-bound on L2-resident rows.
+__attribute__((target_clones("avx2,fma", "default"))) void scale_row_f32(const float* src, float w, int64_t n,
+                                                                        float* dst) {
+  for (int64_t f = 0; f < n; ++f) dst[f] = w * src[f];
+}
+__attribute__((target_clones("avx2,fma", "default"))) void axpy_row_f32(const float* src, float w, int64_t n,
+                                                                       float* acc) {
+  for (int64_t f = 0; f < n; ++f) acc[f] += w * src[f];
+}
+
 // One output row: y = sum_k w_k * src_k, accumulated in L1-sized chunks of acc_t so that the
 // output is written once (fp16/bf16 rounded once).
 template <typename T>
 void combine_row(const T* const* src, const acc_t<T>* w, int64_t K, int64_t F, T* dst) {
   using A = acc_t<T>;
+  if constexpr (std::is_same_v<T, float>) {
+    if (K == 1) return scale_row_f32(src[0], w ? w[0] : 1.f, F, dst);
+    // fp32: accumulate in the output row, 16 KiB at a time so the partial sums stay in L1
+    constexpr int64_t kChunk = 4096;
+    for (int64_t f0 = 0; f0 < F; f0 += kChunk) {
+      const int64_t n = std::min(kChunk, F - f0);
+      scale_row_f32(src[0] + f0, w ? w[0] : 1.f, n, dst + f0);
+      for (int64_t k = 1; k < K; ++k) axpy_row_f32(src[k] + f0, w ? w[k] : 1.f, n, dst + f0);
+    }
+    return;
+  }
+  if (K == 1) {  // a scaled copy, one pass
+    const A w0 = w ? w[0] : A(1);
+    const T* s0 = src[0];
+    for (int64_t f = 0; f < F; ++f) dst[f] = static_cast<T>(w0 * static_cast<A>(s0[f]));
+    return;
+  }
   constexpr int64_t kChunk = 1024;
   A acc[kChunk];
   for (int64_t f0 = 0; f0 < F; f0 += kChunk) {
