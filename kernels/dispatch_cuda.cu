@@ -4,10 +4,12 @@
 //   plan:      one block; warp w owns experts w, w+W, ...: it walks idx 32 entries at a time,
 //              __ballot_sync marks its entries, popc gives each its stable rank.
 //              pass 1 counts, thread 0 scans, pass 2 writes rows and slot_of.
-//   gather:    for i in [0, N*V):  xs_v[i] = x_v[rows[i / V] * V + i % V]   (V 16-byte vectors per row)
-//   combine:   for i in [0, B*V):  y_v[i]  = sum_k w[b,k] * ys_v[slot_of[b,k] * V + i % V], b = i / V
-//   backward:  dys_v[slot_of[b,k] * V + j] = w[b,k] * dy_v[b * V + j];  dw[b,k] = <dy[b], ys[slot]>
+//   gather:    for s, j:  xs_v[s, j] = x_v[rows[s], j]                       (V-element rows of 16-byte vectors)
+//   combine:   for b, j:  y_v[b, j]  = sum_k w[b,k] * ys_v[slot_of[b,k], j]
+//   backward:  for b, k, j:  dys_v[slot_of[b,k], j] = w[b,k] * dy_v[b, j];  dw[b,k] = <dy[b], ys[slot_of[b,k]]>
 //              (one block per (b,k) for the dot products, fp32/fp64 accumulation)
+// Grids are 2-D: blockIdx.y walks the rows (the source row is looked up once per block),
+// blockIdx.x and the threads stride along the row; no integer division per element.
 // Rows move as 16-byte vectors when the row size and the base pointers allow it (always for
 // contiguous fp32 rows of a multiple of 4 elements), else element by element. Launched on the
 // current stream; every launch is checked. Preconditions (checked in dispatch.cpp): contiguous
@@ -44,10 +46,20 @@ struct alignas(16) Pack {
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 bool aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
 
-int blocks_for(int64_t work, int per_thread = 1) {
+int blocks_for(int64_t work) {
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int64_t need = (work + static_cast<int64_t>(kThreads) * per_thread - 1) / (kThreads * per_thread);
+  const int64_t need = (work + kThreads - 1) / kThreads;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(need, static_cast<int64_t>(sms) * 16)));
+}
+
+// rows x row_len work items: y covers the rows (capped, the kernels stride), x enough blocks per
+// row to give the whole grid about 8 blocks per multiprocessor.
+dim3 grid_2d(int64_t rows, int64_t row_len) {
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t y = std::max<int64_t>(1, std::min<int64_t>(rows, 65535));
+  const int64_t per_row = (row_len + kThreads - 1) / kThreads;
+  const int64_t x = std::max<int64_t>(1, std::min<int64_t>(per_row, (sms * 8 + y - 1) / y));
+  return dim3(static_cast<unsigned>(x), static_cast<unsigned>(y));
 }
 
 std::vector<int64_t> with_rows(const at::Tensor& t, int64_t n) {
@@ -113,11 +125,12 @@ __global__ void plan_kernel(const int64_t* __restrict__ idx, int64_t N, int64_t 
 template <typename V>
 __global__ void gather_kernel(const V* __restrict__ x, const int64_t* __restrict__ rows, V* __restrict__ out,
                               int64_t n_rows, int64_t row_len) {
-  const int64_t total = n_rows * row_len;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t s = i / row_len, j = i - s * row_len;
-    out[i] = x[rows[s] * row_len + j];
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t s = blockIdx.y; s < n_rows; s += gridDim.y) {
+    const V* src = x + rows[s] * row_len;
+    V* dst = out + s * row_len;
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < row_len; j += stride)
+      dst[j] = src[j];
   }
 }
 
@@ -128,23 +141,23 @@ __global__ void combine_vec_kernel(const Pack<T>* __restrict__ ys, const A* __re
                                    const int64_t* __restrict__ slot_of, Pack<T>* __restrict__ y, int64_t B, int64_t K,
                                    int64_t row_len) {
   constexpr int N = Pack<T>::N;
-  const int64_t total = B * row_len;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / row_len, j = i - b * row_len;
-    A acc[N];
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < row_len; j += stride) {
+      A acc[N];
 #pragma unroll
-    for (int t = 0; t < N; ++t) acc[t] = A(0);
-    for (int64_t k = 0; k < K; ++k) {
-      const Pack<T> p = ys[slot_of[b * K + k] * row_len + j];
-      const A wk = kWeighted ? w[b * K + k] : A(1);
+      for (int t = 0; t < N; ++t) acc[t] = A(0);
+      for (int64_t k = 0; k < K; ++k) {
+        const Pack<T> p = ys[slot_of[b * K + k] * row_len + j];
+        const A wk = kWeighted ? w[b * K + k] : A(1);
 #pragma unroll
-      for (int t = 0; t < N; ++t) acc[t] += wk * static_cast<A>(p.v[t]);
+        for (int t = 0; t < N; ++t) acc[t] += wk * static_cast<A>(p.v[t]);
+      }
+      Pack<T> o;
+#pragma unroll
+      for (int t = 0; t < N; ++t) o.v[t] = static_cast<T>(acc[t]);
+      y[b * row_len + j] = o;
     }
-    Pack<T> o;
-#pragma unroll
-    for (int t = 0; t < N; ++t) o.v[t] = static_cast<T>(acc[t]);
-    y[i] = o;
   }
 }
 
@@ -170,16 +183,18 @@ __global__ void scale_scatter_vec_kernel(const Pack<T>* __restrict__ dy, const A
                                          const int64_t* __restrict__ slot_of, Pack<T>* __restrict__ dys, int64_t BK,
                                          int64_t K, int64_t row_len) {
   constexpr int N = Pack<T>::N;
-  const int64_t total = BK * row_len;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t bk = i / row_len, j = i - bk * row_len;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t bk = blockIdx.y; bk < BK; bk += gridDim.y) {
     const A wk = w[bk];
-    const Pack<T> g = dy[(bk / K) * row_len + j];
-    Pack<T> o;
+    const Pack<T>* src = dy + (bk / K) * row_len;
+    Pack<T>* dst = dys + slot_of[bk] * row_len;
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < row_len; j += stride) {
+      const Pack<T> g = src[j];
+      Pack<T> o;
 #pragma unroll
-    for (int t = 0; t < N; ++t) o.v[t] = static_cast<T>(wk * static_cast<A>(g.v[t]));
-    dys[slot_of[bk] * row_len + j] = o;
+      for (int t = 0; t < N; ++t) o.v[t] = static_cast<T>(wk * static_cast<A>(g.v[t]));
+      dst[j] = o;
+    }
   }
 }
 
@@ -241,14 +256,14 @@ at::Tensor gather_rows_cuda(const at::Tensor& x, const at::Tensor& rows) {
   auto stream = at::cuda::getCurrentCUDAStream();
   if (row_bytes % 16 == 0 && aligned16(x.data_ptr()) && aligned16(out.data_ptr())) {
     const int64_t len = row_bytes / 16;
-    gather_kernel<int4><<<blocks_for(n * len), kThreads, 0, stream>>>(
+    gather_kernel<int4><<<grid_2d(n, len), kThreads, 0, stream>>>(
         static_cast<const int4*>(x.data_ptr()), rows.data_ptr<int64_t>(), static_cast<int4*>(out.data_ptr()), n, len);
   } else if (row_bytes % 4 == 0 && aligned4(x.data_ptr()) && aligned4(out.data_ptr())) {
     const int64_t len = row_bytes / 4;
-    gather_kernel<int><<<blocks_for(n * len), kThreads, 0, stream>>>(
+    gather_kernel<int><<<grid_2d(n, len), kThreads, 0, stream>>>(
         static_cast<const int*>(x.data_ptr()), rows.data_ptr<int64_t>(), static_cast<int*>(out.data_ptr()), n, len);
   } else {
-    gather_kernel<unsigned char><<<blocks_for(n * row_bytes), kThreads, 0, stream>>>(
+    gather_kernel<unsigned char><<<grid_2d(n, row_bytes), kThreads, 0, stream>>>(
         static_cast<const unsigned char*>(x.data_ptr()), rows.data_ptr<int64_t>(),
         static_cast<unsigned char*>(out.data_ptr()), n, row_bytes);
   }
@@ -272,7 +287,7 @@ at::Tensor combine_rows_cuda(const at::Tensor& ys, const at::Tensor& w, const at
       constexpr bool kW = decltype(weighted)::value;
       if (vec) {
         const int64_t len = F / N;
-        combine_vec_kernel<scalar_t, A, kW><<<blocks_for(B * len), kThreads, 0, stream>>>(
+        combine_vec_kernel<scalar_t, A, kW><<<grid_2d(B, len), kThreads, 0, stream>>>(
             reinterpret_cast<const Pack<scalar_t>*>(ys.data_ptr()), wp, slot_of.data_ptr<int64_t>(),
             reinterpret_cast<Pack<scalar_t>*>(y.data_ptr()), B, K, len);
       } else {
@@ -302,7 +317,7 @@ std::tuple<at::Tensor, at::Tensor> combine_rows_backward_cuda(const at::Tensor& 
     const bool vec = F % N == 0 && aligned16(dy.data_ptr()) && aligned16(dys.data_ptr());
     if (vec) {
       const int64_t len = F / N;
-      scale_scatter_vec_kernel<scalar_t, A><<<blocks_for(B * K * len), kThreads, 0, stream>>>(
+      scale_scatter_vec_kernel<scalar_t, A><<<grid_2d(B * K, len), kThreads, 0, stream>>>(
           reinterpret_cast<const Pack<scalar_t>*>(dy.data_ptr()), w.data_ptr<A>(), slot_of.data_ptr<int64_t>(),
           reinterpret_cast<Pack<scalar_t>*>(dys.data_ptr()), B * K, K, len);
     } else {
