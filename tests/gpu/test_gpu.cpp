@@ -8,37 +8,22 @@
 #include "dispatch_parity.h"
 #include "kernels/device.h"
 #include "kernels/dispatch.h"
+#include "model_util.h"
 #include "model/generate.h"
 #include "model/seq2seq.h"
-#include "train/loss.h"
 
 using namespace tlmoe;
 
 namespace {
 
 model::ModelOptions small_model(int64_t experts) {
-  model::ModelOptions o;
-  o.vocab_size = 61;
-  o.pad_id = 1;
-  o.layer.d_model = 32;
-  o.layer.heads = 4;
-  o.layer.ffn_dim = 48;
-  o.layer.dropout = o.layer.attention_dropout = o.layer.activation_dropout = 0.0;
-  o.encoder_layers = 2;
-  o.decoder_layers = 2;
-  o.experts = experts;
-  o.max_positions = 64;
-  return o;
+  return test::small_model_options({.vocab = 61, .d_model = 32, .heads = 4, .ffn = 48, .layers = 2,
+                                    .experts = experts, .max_positions = 64});
 }
 
-// One-hot routes from choices [L,B] on a device; sparse or dense execution.
 std::vector<model::LayerRoute> routes_for(const torch::Tensor& choice, int64_t E, bool sparse,
                                           const torch::Device& dev) {
-  std::vector<model::LayerRoute> r;
-  for (int64_t l = 0; l < choice.size(0); ++l)
-    r.push_back({torch::one_hot(choice[l], E).to(torch::kFloat).to(dev), choice[l].unsqueeze(1).contiguous().to(dev),
-                 sparse});
-  return r;
+  return test::one_hot_routes(choice, E, sparse, dev);
 }
 
 }  // namespace
@@ -136,39 +121,16 @@ TEST_CASE("the model on CUDA equals the model on CPU, sparse and dense", "[gpu]"
 
 TEST_CASE("bf16 autocast training on CUDA keeps fp32 weights, a fp32 loss, and learns", "[gpu]") {
   torch::manual_seed(5);
-  auto o = small_model(3);
-  model::Seq2Seq m(o);
-  m->to(torch::kCUDA);
-  m->train();
-  torch::optim::Adam opt(m->parameters(), torch::optim::AdamOptions(3e-3));
-  const int64_t B = 8, S = 10, T = 6;
-  auto ids = torch::randint(3, o.vocab_size, {B, S}, torch::kLong).cuda();
-  auto mask = torch::ones({B, S}, torch::kLong).cuda();
-  auto tgt = torch::randint(3, o.vocab_size, {B, T}, torch::kLong).cuda();
-  auto dec = torch::cat({torch::full({B, 1}, 2, torch::kLong).cuda(), tgt.slice(1, 0, T - 1)}, 1);
-  auto choice = torch::randint(0, 3, {4, B}, torch::kLong);
-  auto routes = routes_for(choice, 3, true, torch::kCUDA);
-  train::LossOptions lo;
-  lo.pad_id = 1;
+  model::Seq2Seq m(small_model(3));
+  auto choice = torch::randint(0, 3, {4, 8}, torch::kLong);
   kernels::reset_peak_memory(torch::kCUDA);
-  double first = 0, last = 0;
-  for (int step = 0; step < 60; ++step) {
-    torch::Tensor logits;
-    {
-      kernels::AutocastGuard amp(true, torch::kCUDA);
-      logits = m->forward(ids, mask, dec, routes);
-    }
-    CHECK(logits.scalar_type() == torch::kBFloat16);
-    auto r = train::label_smoothed_nll(logits, tgt, lo);
-    CHECK(r.loss.scalar_type() == torch::kFloat);
-    opt.zero_grad();
-    r.loss.backward();
-    opt.step();
-    (step == 0 ? first : last) = r.loss.item<double>() / static_cast<double>(r.tokens);
-  }
+  auto run = test::memorise_with_autocast(m, torch::kCUDA, choice, 3, 60, 3e-3);
+  CHECK_FALSE(torch::equal(run.logits_fp32, run.logits_autocast));
+  CHECK(torch::allclose(run.logits_fp32, run.logits_autocast, 0.05, 0.05));
+  CHECK(run.loss_fp32);
   for (auto& p : m->parameters()) CHECK(p.scalar_type() == torch::kFloat);
-  CHECK(std::isfinite(last));
-  CHECK(last < 0.5 * first);  // memorising one batch
+  CHECK(std::isfinite(run.last));
+  CHECK(run.last < 0.5 * run.first);  // memorising one batch
   auto mem = kernels::peak_memory(torch::kCUDA);
   CHECK(mem.kind == "cuda_peak_allocated");
   CHECK(mem.peak_bytes > 0);

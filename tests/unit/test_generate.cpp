@@ -10,24 +10,14 @@
 
 #include "model/generate.h"
 #include "model/seq2seq.h"
+#include "model_util.h"
 
 using namespace tlmoe::model;
 
 namespace {
 
 ModelOptions tiny(int64_t experts, int64_t vocab = 29) {
-  ModelOptions o;
-  o.vocab_size = vocab;
-  o.pad_id = 1;
-  o.layer.d_model = 16;
-  o.layer.heads = 4;
-  o.layer.ffn_dim = 24;
-  o.layer.dropout = o.layer.attention_dropout = o.layer.activation_dropout = 0.0;
-  o.encoder_layers = 2;
-  o.decoder_layers = 2;
-  o.experts = experts;
-  o.max_positions = 40;
-  return o;
+  return tlmoe::test::small_model_options({.vocab = vocab, .experts = experts});
 }
 
 // A random model with weights large enough that its outputs vary with the input and position.

@@ -4,24 +4,14 @@
 #include <catch2/catch.hpp>
 
 #include "model/seq2seq.h"
+#include "model_util.h"
 
 using namespace tlmoe::model;
 
 namespace {
 
 ModelOptions tiny(int64_t experts) {
-  ModelOptions o;
-  o.vocab_size = 37;
-  o.pad_id = 1;
-  o.layer.d_model = 16;
-  o.layer.heads = 4;
-  o.layer.ffn_dim = 24;
-  o.layer.dropout = o.layer.attention_dropout = o.layer.activation_dropout = 0.0;
-  o.encoder_layers = 2;
-  o.decoder_layers = 2;
-  o.experts = experts;
-  o.max_positions = 32;
-  return o;
+  return tlmoe::test::small_model_options({.vocab = 37, .experts = experts, .max_positions = 32});
 }
 
 // Hand-written attention: softmax(q k^T / sqrt(hd) + mask) v, per head, with explicit loops over heads.
@@ -61,15 +51,9 @@ torch::Tensor ref_ffn(torch::nn::LinearImpl& fc1, torch::nn::LinearImpl& fc2, co
 
 std::vector<LayerRoute> one_hot_routes(const torch::Tensor& choice /*[L,B]*/, int64_t E, bool sparse,
                                        bool requires_grad, std::vector<torch::Tensor>* leaves = nullptr) {
-  std::vector<LayerRoute> r;
-  for (int64_t l = 0; l < choice.size(0); ++l) {
-    auto w = torch::one_hot(choice[l], E).to(torch::kFloat);
-    if (requires_grad) w.requires_grad_();
-    if (leaves) leaves->push_back(w);
-    r.push_back({w, choice[l].unsqueeze(1).contiguous(), sparse});
-  }
-  return r;
+  return tlmoe::test::one_hot_routes(choice, E, sparse, torch::kCPU, requires_grad, leaves);
 }
+
 
 }  // namespace
 
