@@ -254,10 +254,11 @@ std::vector<FieldSpec> declare() {
               "Prefix every input with '[task] ' as the reference does.");
 
   // ---- tokenizer ----
-  d.add<S>("tokenizer.kind", TLMOE_GET(tokenizer.kind), "sentencepiece", pre, "Tokenizer implementation.",
-           one_of({"sentencepiece"}));
+  d.add<S>("tokenizer.kind", TLMOE_GET(tokenizer.kind), "sentencepiece", pre,
+           "Tokenizer implementation: sentencepiece (trained by preprocess or loaded) or bart-bpe (BART's byte-level BPE from a Hugging Face directory's vocab.json + merges.txt, identical to transformers' BartTokenizer).",
+           one_of({"sentencepiece", "bart-bpe"}));
   d.add<S>("tokenizer.model", TLMOE_GET(tokenizer.model), "", pre,
-           "Tokenizer model file. Empty: preprocess trains a SentencePiece model on the upstream tasks' text into {cache_dir}/tokenizer/spm.model.");
+           "sentencepiece: model file; empty = preprocess trains one on the upstream tasks' text into {cache_dir}/tokenizer/spm.model. bart-bpe: directory holding vocab.json and merges.txt; empty = the directory of model.init_from: hf:DIR.");
   d.add<I>("tokenizer.vocab_size", TLMOE_GET(tokenizer.vocab_size), 8000, pre,
            "Vocabulary size when training a tokenizer (special tokens included).", range(16, 1 << 20));
   d.add<S>("tokenizer.model_type", TLMOE_GET(tokenizer.model_type), "unigram", pre,

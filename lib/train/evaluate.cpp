@@ -9,6 +9,7 @@
 #include "data/token_cache.h"
 #include "data/tsv.h"
 #include "model/selection.h"
+#include "text/bart_bpe_tokenizer.h"
 #include "text/sentencepiece_tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/task_data.h"
@@ -163,6 +164,7 @@ LoadedModel load_model(const fs::path& checkpoint) {
 std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg) {
   const json man = read_preprocess_manifest(cfg);
   const fs::path path = man.at("tokenizer").at("path").get<std::string>();
+  if (man.at("tokenizer").value("kind", std::string("sentencepiece")) == "bart-bpe") return text::BartBpeTokenizer::load(path);
   return text::SentencePieceTokenizer::load(path);
 }
 
