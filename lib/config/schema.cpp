@@ -400,6 +400,9 @@ std::vector<FieldSpec> declare() {
               "Force </s> at the last position max_len - 1 (BART's forced_eos_token_id).");
   d.add<bool>("eval.early_stopping", TLMOE_GET(eval.early_stopping), false, "train, adapt, eval",
               "Beam search stops an example as soon as it has num_beams finished hypotheses.");
+  d.add<S>("eval.beam_search", TLMOE_GET(eval.beam_search), "legacy", "train, adapt, eval",
+           "Beam search semantics: legacy = transformers 4.x's BeamSearchScorer (what CrossFit and the paper ran); current = the vectorised beam search of transformers 5.x (early-stop check on the best running beam, length limit scored by generated length).",
+           one_of({"legacy", "current"}));
   d.add<S>("eval.pearson_fallback", TLMOE_GET(eval.pearson_fallback), "nan", "train, adapt, eval",
            "Value for unparsable predictions in Pearson tasks: nan (CrossFit) or a number such as 3.0 (the TL-MoE code).");
   d.add<S>("eval.rouge_variant", TLMOE_GET(eval.rouge_variant), "1.0.0", "train, adapt, eval",

@@ -213,6 +213,12 @@ GenerationOptions hf_generation_options(const HfBart& hf) {
   const std::string es_key = "early_stopping";
   const json& src = hf.generation.contains(es_key) ? hf.generation : hf.config;
   if (src.contains(es_key) && src[es_key].is_boolean()) g.early_stopping = src[es_key].get<bool>();
+  else if (src.contains(es_key) && !src[es_key].is_null())
+    throw DataError((hf.dir / (&src == &hf.generation ? "generation_config.json" : "config.json")).string(), 0,
+                    "early_stopping = " + src[es_key].dump() + " is not supported (true or false)");
+  if (hf.generation.value("do_sample", false))
+    throw DataError((hf.dir / "generation_config.json").string(), 0, "do_sample = true is not supported (tlmoe decodes with greedy or beam search)");
+  g.current_beam_search = true;  // what transformers' generate does with this file today (5.x)
   g.decoder_start_id = pick("decoder_start_token_id", int64_t{2});
   g.forced_bos_id = pick("forced_bos_token_id", int64_t{-1});
   g.forced_eos_id = pick("forced_eos_token_id", int64_t{-1});

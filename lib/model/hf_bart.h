@@ -45,7 +45,8 @@ HfBart load_hf_bart(const std::filesystem::path& dir);
 void check_hf_architecture(const HfBart& hf, const ModelOptions& mine);
 
 // The decoding settings of generation_config.json (falling back to config.json, then to BART's
-// defaults) as tlmoe generation options.
+// defaults) as tlmoe generation options, with the beam search semantics of current transformers
+// (current_beam_search = true).
 GenerationOptions hf_generation_options(const HfBart& hf);
 
 // Writes a plain BartForConditionalGeneration directory: model.safetensors (the dense state in

@@ -69,6 +69,7 @@ model::GenerationOptions generation_options(const Config& cfg, int64_t bos, int6
   g.length_penalty = cfg.eval.length_penalty;
   g.no_repeat_ngram = cfg.eval.no_repeat_ngram;
   g.early_stopping = cfg.eval.early_stopping;
+  g.current_beam_search = cfg.eval.beam_search == "current";
   g.decoder_start_id = cfg.model.decoder_start == "eos" ? eos : bos;
   g.forced_bos_id = cfg.eval.forced_bos ? bos : -1;
   g.forced_eos_id = cfg.eval.forced_eos ? eos : -1;

@@ -58,13 +58,13 @@ SAMPLES = [
 
 MODELS = [
     # name, config overrides (vocab None = the tokenizer's vocabulary)
-    ("tiny_a", dict(vocab_size=None, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+    ("tiny_a", 0.0, dict(vocab_size=None, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, scale_embedding=False,
                     max_position_embeddings=64)),
-    ("tiny_b", dict(vocab_size=300, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+    ("tiny_b", 2.0, dict(vocab_size=300, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
                     decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, scale_embedding=True,
                     max_position_embeddings=40)),
-    ("tiny_c", dict(vocab_size=257, d_model=24, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
+    ("tiny_c", 3.5, dict(vocab_size=257, d_model=24, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
                     decoder_attention_heads=3, encoder_ffn_dim=40, decoder_ffn_dim=40, scale_embedding=False,
                     max_position_embeddings=32)),
 ]
@@ -75,6 +75,11 @@ GENERATIONS = [
                       early_stopping=True, forced_bos_token_id=0, forced_eos_token_id=2)),
     ("beam_noearly", dict(num_beams=3, max_length=10, min_length=0, no_repeat_ngram_size=0, length_penalty=0.7,
                           early_stopping=False, forced_bos_token_id=None, forced_eos_token_id=2)),
+    # the length limit without forced EOS: running beams become hypotheses at max_length
+    ("beam_maxlen", dict(num_beams=3, max_length=7, min_length=0, no_repeat_ngram_size=0, length_penalty=2.0,
+                         early_stopping=False, forced_bos_token_id=None, forced_eos_token_id=None)),
+    ("beam_wide", dict(num_beams=5, max_length=11, min_length=2, no_repeat_ngram_size=3, length_penalty=-0.5,
+                       early_stopping=False, forced_bos_token_id=0, forced_eos_token_id=2)),
     ("greedy", dict(num_beams=1, max_length=9, min_length=2, no_repeat_ngram_size=3, length_penalty=1.0,
                     early_stopping=False, forced_bos_token_id=0, forced_eos_token_id=2)),
 ]
@@ -102,7 +107,7 @@ def make_tokenizer(out: Path):
     return hf, cases
 
 
-def randomise(model, seed):
+def randomise(model, seed, eos_bias):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -111,6 +116,9 @@ def randomise(model, seed):
             else:
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
         model.final_logits_bias.copy_(0.2 * torch.randn(model.final_logits_bias.shape, generator=g))
+        # a likelier </s>: hypotheses finish at different lengths, so beam search's length
+        # penalty, early stopping and finished-hypothesis bookkeeping all matter
+        model.final_logits_bias[0, 2] += eos_bias
 
 
 def main():
@@ -120,16 +128,16 @@ def main():
     hf_tok, cases = make_tokenizer(out / "tok")
     index = {"transformers": __import__("transformers").__version__, "tokenizer": {"dir": "tok", "cases": cases},
              "models": []}
-    for mi, (name, over) in enumerate(MODELS):
+    for mi, (name, eos_bias, over) in enumerate(MODELS):
         over = dict(over)
         if over["vocab_size"] is None:
             over["vocab_size"] = len(hf_tok)
         V = over["vocab_size"]
         cfg = BartConfig(activation_function="gelu", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                          pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-                         forced_eos_token_id=2, **over)
+                         forced_eos_token_id=None, **over)
         model = BartForConditionalGeneration(cfg)
-        randomise(model, 100 + mi)
+        randomise(model, 100 + mi, eos_bias)
         model.eval()
         g = torch.Generator().manual_seed(200 + mi)
         B, S, T = 3, 9, 6
@@ -151,6 +159,10 @@ def main():
         for gname, gset in GENERATIONS:
             gc = GenerationConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1, decoder_start_token_id=2,
                                   do_sample=False, **gset)
+            # a neutral model default: generate() fills settings left None from the model's
+            # generation config, so a None here must not pick up BART's forced EOS
+            model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                                                       decoder_start_token_id=2)
             with torch.no_grad():
                 seq = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc)
             tensors["gen_" + gname] = seq.contiguous()
