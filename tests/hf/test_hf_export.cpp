@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "io/safetensors.h"
 #include "model/hf_bart.h"
 #include "model/tlmoe_model.h"
@@ -40,8 +41,9 @@ Config hf_config(const test::Tiny& t) {
   c.model.max_positions = 64;
   c.model.scale_embedding = false;
   c.model.experts = 2;
-  c.train.steps = 6;
-  c.train.eval_every = 3;
+  c.train.steps = 4;
+  c.train.eval_every = 4;
+  c.train.select_by = "loss";  // no dev decoding: these tests are about weights, not scores
   return c;
 }
 
@@ -183,4 +185,15 @@ TEST_CASE("hf export: soft routes are refused unless --approximate, which report
   WARN(r.output);
   auto hf = model::load_hf_bart(t.dir / "x");  // a valid dense BART
   CHECK(hf.options.experts == 1);
+}
+
+TEST_CASE("hf import: train refuses a model section that differs from the Hugging Face config", "[hf]") {
+  test::Tiny t;
+  Config c = hf_config(t);
+  c.model.ffn_dim = 64;
+  CHECK_THROWS_AS(test::run(c, t.dir / "run"), ConfigError);
+  CHECK_THROWS_WITH(test::run(c, t.dir / "run2"), Catch::Contains("model.ffn_dim") && Catch::Contains("encoder_ffn_dim = 32"));
+  c = hf_config(t);
+  c.tokenizer.kind = "sentencepiece";  // a vocabulary of another size than the checkpoint's
+  CHECK_THROWS_WITH(test::run(c, t.dir / "run3"), Catch::Contains("vocab_size = 520"));
 }
