@@ -190,7 +190,26 @@ std::unique_ptr<BartBpeTokenizer> BartBpeTokenizer::load(const fs::path& dir) {
       throw DataError(tcfg.string(), 0, std::string("not valid JSON: ") + e.what());
     }
   }
-  return from_strings(read_file(vocab), read_file(merges), dir.string(), clean);
+  auto t = from_strings(read_file(vocab), read_file(merges), dir.string(), clean);
+  const fs::path tj = dir / "tokenizer.json";
+  if (fs::exists(tj)) {
+    std::string flags;
+    try {
+      auto j = json::parse(read_file(tj));
+      if (j.contains("added_tokens") && j["added_tokens"].is_array())
+        for (const auto& a : j["added_tokens"])
+          for (auto& s : t->specials_)
+            if (a.value("content", std::string()) == s.content) {
+              s.lstrip = a.value("lstrip", false);
+              s.rstrip = a.value("rstrip", false);
+              flags += s.content + (s.lstrip ? "L" : "") + (s.rstrip ? "R" : "");
+            }
+    } catch (const json::exception& e) {
+      throw DataError(tj.string(), 0, std::string("not valid JSON: ") + e.what());
+    }
+    if (!flags.empty()) t->fingerprint_ = "bart-bpe:" + io::fnv1a64_hex(t->fingerprint_ + flags);
+  }
+  return t;
 }
 
 std::unique_ptr<BartBpeTokenizer> BartBpeTokenizer::from_strings(const std::string& vocab_json,
@@ -229,7 +248,7 @@ std::unique_ptr<BartBpeTokenizer> BartBpeTokenizer::from_strings(const std::stri
     const bool special = p.size() > 2 && p.front() == '<' && p.back() == '>' &&
                          (p == "<s>" || p == "</s>" || p == "<pad>" || p == "<unk>" || p == "<mask>");
     if (special) {
-      t->specials_.emplace_back(p, static_cast<int32_t>(id));
+      t->specials_.push_back({p, static_cast<int32_t>(id)});
       t->bytes_[id] = p;
       continue;
     }
@@ -242,7 +261,7 @@ std::unique_ptr<BartBpeTokenizer> BartBpeTokenizer::from_strings(const std::stri
     }
   }
   std::sort(t->specials_.begin(), t->specials_.end(),
-            [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+            [](const auto& a, const auto& b) { return a.content.size() > b.content.size(); });
   // merges.txt: "#version ..." header, then "a b" per line in rank order.
   std::istringstream ms(merges_txt);
   std::string line;
@@ -294,15 +313,35 @@ std::vector<int32_t> BartBpeTokenizer::encode(std::string_view text) const {
   auto encode_plain = [&](std::string_view part) {
     for (const auto& piece : pretokenize(part)) bpe(piece, ids);
   };
+  // byte offset where the whitespace at the end of `s` starts / where it ends at the start of `s`
+  auto trailing_space = [](std::string_view s) {
+    std::vector<char32_t> cps;
+    std::vector<std::size_t> offs;
+    utf8_decode(s, cps, offs);
+    std::size_t k = cps.size();
+    while (k > 0 && is_space(cps[k - 1])) --k;
+    return offs[k];
+  };
+  auto leading_space = [](std::string_view s) {
+    std::vector<char32_t> cps;
+    std::vector<std::size_t> offs;
+    utf8_decode(s, cps, offs);
+    std::size_t k = 0;
+    while (k < cps.size() && is_space(cps[k])) ++k;
+    return offs[k];
+  };
   std::size_t start = 0, i = 0;
   while (i < text.size()) {
     bool matched = false;
     if (text[i] == '<')
-      for (const auto& [tok, id] : specials_)
-        if (text.compare(i, tok.size(), tok) == 0) {
-          encode_plain(text.substr(start, i - start));
-          ids.push_back(id);
-          i += tok.size();
+      for (const auto& s : specials_)
+        if (text.compare(i, s.content.size(), s.content) == 0) {
+          std::string_view before = text.substr(start, i - start);
+          if (s.lstrip) before = before.substr(0, trailing_space(before));
+          encode_plain(before);
+          ids.push_back(s.id);
+          i += s.content.size();
+          if (s.rstrip) i += leading_space(text.substr(i));
           start = i;
           matched = true;
           break;

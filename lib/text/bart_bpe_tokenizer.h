@@ -2,7 +2,7 @@
 // model directory's vocab.json + merges.txt, token for token what Hugging Face's BartTokenizer
 // produces:
 //   - the special tokens of the vocabulary (<s> <pad> </s> <unk> <mask>) written literally in the
-//     text are matched first and become their ids;
+//     text are matched first and become their ids (with tokenizer.json's lstrip/rstrip);
 //   - the rest is split by GPT-2's pre-tokenisation regex
 //       's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //     implemented by hand over code points (Unicode categories L and N: unicode_tables.inc);
@@ -32,7 +32,9 @@ class BartBpeTokenizer final : public Tokenizer {
  public:
   // Loads {dir}/vocab.json and {dir}/merges.txt. Throws DataError naming the file when one is
   // missing or malformed, or when <s> <pad> </s> <unk> are not ids 0 1 2 3 (tlmoe's BART ids).
-  // tokenizer_config.json's clean_up_tokenization_spaces, when present, sets clean_up_spaces.
+  // tokenizer_config.json's clean_up_tokenization_spaces, when present, sets clean_up_spaces;
+  // tokenizer.json's added_tokens, when present, set lstrip/rstrip of the special tokens
+  // (facebook/bart-base's <mask> absorbs the whitespace before it).
   static std::unique_ptr<BartBpeTokenizer> load(const std::filesystem::path& dir);
   // The same from file contents (`source` names them in errors).
   static std::unique_ptr<BartBpeTokenizer> from_strings(const std::string& vocab_json, const std::string& merges_txt,
@@ -63,7 +65,12 @@ class BartBpeTokenizer final : public Tokenizer {
   std::vector<std::string> bytes_;                           // id -> the raw bytes it stands for
   std::unordered_map<std::string, std::int32_t> by_bytes_;   // raw bytes -> id (non-special)
   std::map<std::pair<std::string, std::string>, int> ranks_; // merge (raw bytes) -> rank
-  std::vector<std::pair<std::string, std::int32_t>> specials_;  // literal special tokens, longest first
+  struct Special {
+    std::string content;
+    std::int32_t id;
+    bool lstrip = false, rstrip = false;  // tokenizer.json: absorb the whitespace before / after
+  };
+  std::vector<Special> specials_;  // literal special tokens, longest first
   std::string fingerprint_;
   bool clean_up_ = true;
 };

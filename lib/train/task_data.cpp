@@ -116,6 +116,10 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const TaskDat
     // A Hugging Face BART directory (SPEC §1.9): embeddings, position tables and vanilla layers
     // copied, every expert = the BART layer + N(0, init_noise) noise.
     auto hf = model::load_hf_bart(hf_dir);
+    if (data.tokenizer_fingerprint.rfind("bart-bpe:", 0) != 0)
+      throw ConfigError("", "tokenizer.kind",
+                        "model.init_from = " + from + " is a Hugging Face BART: its token ids need tokenizer.kind: "
+                        "bart-bpe (the model's vocab.json + merges.txt), not " + cfg.tokenizer.kind);
     model::check_hf_architecture(hf, m.options());
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(cfg.train.seed));
     try {

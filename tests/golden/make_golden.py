@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import ByteLevelBPETokenizer
+from tokenizers import AddedToken, ByteLevelBPETokenizer
 from transformers import BartConfig, BartForConditionalGeneration, BartTokenizer, GenerationConfig
 
 CORPUS = [
@@ -55,6 +55,10 @@ SAMPLES = [
     " ",
     "don't stop . , ? ! ' s",
 ]
+
+# facebook/bart-base's tokenizer.json declares <mask> with lstrip: it absorbs the space before it
+MASK_SAMPLES = ["a <mask> b", "a  <mask>b", "x\n<mask>", "<mask>", "Fill: the <mask> sat on the <mask>.",
+                " <mask> ", "no mask <s> here </s>", "\u3000<mask>\u00a0x"]
 
 MODELS = [
     # name, config overrides (vocab None = the tokenizer's vocabulary)
@@ -104,7 +108,14 @@ def make_tokenizer(out: Path):
             "decoded_raw": hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
             "decoded_clean": force.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=True),
         })
-    return hf, cases
+    # the same vocabulary with <mask> lstrip (as facebook/bart-base), saved with its tokenizer.json
+    masked = BartTokenizer.from_pretrained(str(out), mask_token=AddedToken("<mask>", lstrip=True, rstrip=False))
+    mdir = out.parent / "tok_mask"
+    masked.save_pretrained(str(mdir))
+    for f in ("vocab.json", "merges.txt"):
+        (mdir / f).write_bytes((out / f).read_bytes())
+    mask_cases = [{"text": t, "ids": masked(t, add_special_tokens=False)["input_ids"]} for t in MASK_SAMPLES]
+    return hf, cases, mask_cases
 
 
 def randomise(model, seed, eos_bias):
@@ -125,8 +136,9 @@ def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    hf_tok, cases = make_tokenizer(out / "tok")
-    index = {"transformers": __import__("transformers").__version__, "tokenizer": {"dir": "tok", "cases": cases},
+    hf_tok, cases, mask_cases = make_tokenizer(out / "tok")
+    index = {"transformers": __import__("transformers").__version__,
+             "tokenizer": {"dir": "tok", "cases": cases, "mask_dir": "tok_mask", "mask_cases": mask_cases},
              "models": []}
     for mi, (name, eos_bias, over) in enumerate(MODELS):
         over = dict(over)

@@ -194,6 +194,13 @@ TEST_CASE("hf import: train refuses a model section that differs from the Huggin
   CHECK_THROWS_AS(test::run(c, t.dir / "run"), ConfigError);
   CHECK_THROWS_WITH(test::run(c, t.dir / "run2"), Catch::Contains("model.ffn_dim") && Catch::Contains("encoder_ffn_dim = 32"));
   c = hf_config(t);
-  c.tokenizer.kind = "sentencepiece";  // a vocabulary of another size than the checkpoint's
-  CHECK_THROWS_WITH(test::run(c, t.dir / "run3"), Catch::Contains("vocab_size = 520"));
+  c.tokenizer.kind = "sentencepiece";  // ids that mean nothing to the checkpoint
+  CHECK_THROWS_WITH(test::run(c, t.dir / "run3"), Catch::Contains("tokenizer.kind: bart-bpe"));
+  // a BPE with another vocabulary size than the checkpoint's
+  test::TempDir other;
+  test::write_text(other / "vocab.json", R"({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "a": 4, "b": 5})");
+  test::write_text(other / "merges.txt", "#version: 0.2\n");
+  c = hf_config(t);
+  c.tokenizer.model = other.path().string();
+  CHECK_THROWS_WITH(test::run(c, t.dir / "run4"), Catch::Contains("vocab_size = 520"));
 }

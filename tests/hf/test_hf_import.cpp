@@ -78,6 +78,21 @@ TEST_CASE("hf tokenizer: ids and decoding equal BartTokenizer on a multilingual 
   CHECK(tok->decode({0, 44, 2, 1}) == tok->decode({44}));
 }
 
+TEST_CASE("hf tokenizer: special tokens in the text, with tokenizer.json's lstrip as bart-base's <mask>", "[hf]") {
+  const json idx = golden_index();
+  auto tok = text::BartBpeTokenizer::load(kGolden / idx["tokenizer"]["mask_dir"].get<std::string>());
+  auto plain = text::BartBpeTokenizer::load(kGolden / idx["tokenizer"]["dir"].get<std::string>());
+  CHECK(tok->fingerprint() != plain->fingerprint());
+  int n = 0;
+  for (const auto& c : idx["tokenizer"]["mask_cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    INFO("text: '" << text << "'");
+    CHECK(tok->encode(text) == c["ids"].get<std::vector<int32_t>>());
+    ++n;
+  }
+  CHECK(n == 8);
+}
+
 TEST_CASE("hf tokenizer: pre-tokenisation follows the GPT-2 regex", "[hf]") {
   using V = std::vector<std::string>;
   auto p = text::BartBpeTokenizer::pretokenize;
