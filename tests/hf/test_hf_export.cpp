@@ -204,3 +204,38 @@ TEST_CASE("hf import: train refuses a model section that differs from the Huggin
   c.tokenizer.model = other.path().string();
   CHECK_THROWS_WITH(test::run(c, t.dir / "run4"), Catch::Contains("vocab_size = 520"));
 }
+
+TEST_CASE("hf import: the command line refuses a bad Hugging Face directory with exit code 2", "[hf]") {
+  test::Tiny t;
+  const std::string sets = " --set data.dir=" + (t.dir / "data").string() + " --set data.upstream_source=full" +
+                           " --set tokenizer.kind=bart-bpe";
+  test::write_text(t.dir / "c.yaml",
+                   "data:\n  max_input_len: 24\n  max_output_len: 8\n"
+                   "model:\n  d_model: 16\n  heads: 2\n  ffn_dim: 32\n  encoder_layers: 1\n  decoder_layers: 1\n"
+                   "  max_positions: 64\n  experts: 2\n"
+                   "task_rep:\n  dim: 8\nrouting:\n  hidden: 8\ntrain:\n  steps: 1\n  batch_size: 4\neval:\n  max_len: 16\n");
+  // no such directory: the tokenizer files are missing (preprocess)
+  auto r = test::run_tlmoe("preprocess --config " + (t.dir / "c.yaml").string() + sets + " --set model.init_from=hf:" +
+                           (t.dir / "nowhere").string());
+  INFO(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("vocab.json"));
+  // bart-bpe without a directory to read it from
+  r = test::run_tlmoe("preprocess --config " + (t.dir / "c.yaml").string() + sets);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("tokenizer.model"));
+  // another architecture: refused when train initialises the model
+  const fs::path d = t.dir / "t5";
+  fs::create_directories(d);
+  for (const char* f : {"config.json", "model.safetensors", "vocab.json", "merges.txt"})
+    fs::copy_file(kGolden / "tiny_a" / f, d / f);
+  json cj = json::parse(test::read_text(d / "config.json"));
+  cj["model_type"] = "t5";
+  test::write_text(d / "config.json", cj.dump());
+  r = test::run_tlmoe("train --plain --config " + (t.dir / "c.yaml").string() + sets + " --set model.init_from=hf:" +
+                      d.string() + " --run-dir " +
+                      (t.dir / "run").string());
+  INFO(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("model_type is 't5'"));
+}
