@@ -54,6 +54,16 @@ else
   log "LibTorch installed"
 fi
 
+# --- transformers (test tooling: golden files of the Hugging Face tests) -------------------
+# Installed next to torch in the same virtualenv; tlmoe itself never needs Python at run time.
+have_tf=$("$venv/bin/python" -c "import transformers; print(transformers.__version__)" 2>/dev/null || true)
+if [ "$have_tf" != "$TLMOE_TRANSFORMERS_VERSION" ]; then
+  log "installing transformers $TLMOE_TRANSFORMERS_VERSION (test tooling) into $venv"
+  "$venv/bin/pip" install -q "transformers==$TLMOE_TRANSFORMERS_VERSION" >&2
+else
+  log "transformers: $TLMOE_TRANSFORMERS_VERSION already in $venv"
+fi
+
 # --- checks ------------------------------------------------------------------------------
 got=$("$venv/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
 if [ "$got" != "$TLMOE_TORCH_VERSION" ]; then

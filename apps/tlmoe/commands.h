@@ -30,6 +30,7 @@ void setup_adapt(CLI::App& app);
 void setup_eval(CLI::App& app);
 void setup_analyze_routes(CLI::App& app);
 void setup_bench(CLI::App& app);
+void setup_export(CLI::App& app);
 void setup_config(CLI::App& app);
 
 }  // namespace tlmoe::app

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   app::setup_eval(app);
   app::setup_analyze_routes(app);
   app::setup_bench(app);
+  app::setup_export(app);
   app::setup_config(app);
 
   // --version must work without a subcommand.

@@ -137,6 +137,7 @@ struct EvalConfig {
   bool forced_bos;
   bool forced_eos;
   bool early_stopping;
+  std::string beam_search;        // legacy | current
 };
 
 struct AnalysisConfig {

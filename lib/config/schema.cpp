@@ -254,10 +254,11 @@ std::vector<FieldSpec> declare() {
               "Prefix every input with '[task] ' as the reference does.");
 
   // ---- tokenizer ----
-  d.add<S>("tokenizer.kind", TLMOE_GET(tokenizer.kind), "sentencepiece", pre, "Tokenizer implementation.",
-           one_of({"sentencepiece"}));
+  d.add<S>("tokenizer.kind", TLMOE_GET(tokenizer.kind), "sentencepiece", pre,
+           "Tokenizer implementation: sentencepiece (trained by preprocess or loaded) or bart-bpe (BART's byte-level BPE from a Hugging Face directory's vocab.json + merges.txt, identical to transformers' BartTokenizer).",
+           one_of({"sentencepiece", "bart-bpe"}));
   d.add<S>("tokenizer.model", TLMOE_GET(tokenizer.model), "", pre,
-           "Tokenizer model file. Empty: preprocess trains a SentencePiece model on the upstream tasks' text into {cache_dir}/tokenizer/spm.model.");
+           "sentencepiece: model file; empty = preprocess trains one on the upstream tasks' text into {cache_dir}/tokenizer/spm.model. bart-bpe: directory holding vocab.json and merges.txt; empty = the directory of model.init_from: hf:DIR.");
   d.add<I>("tokenizer.vocab_size", TLMOE_GET(tokenizer.vocab_size), 8000, pre,
            "Vocabulary size when training a tokenizer (special tokens included).", range(16, 1 << 20));
   d.add<S>("tokenizer.model_type", TLMOE_GET(tokenizer.model_type), "unigram", pre,
@@ -402,6 +403,9 @@ std::vector<FieldSpec> declare() {
               "Force </s> at the last position max_len - 1 (BART's forced_eos_token_id).");
   d.add<bool>("eval.early_stopping", TLMOE_GET(eval.early_stopping), false, "train, adapt, eval",
               "Beam search stops an example as soon as it has num_beams finished hypotheses.");
+  d.add<S>("eval.beam_search", TLMOE_GET(eval.beam_search), "legacy", "train, adapt, eval",
+           "Beam search semantics: legacy = transformers 4.x's BeamSearchScorer (what CrossFit and the paper ran); current = the vectorised beam search of transformers 5.x (early-stop check on the best running beam, length limit scored by generated length).",
+           one_of({"legacy", "current"}));
   d.add<S>("eval.pearson_fallback", TLMOE_GET(eval.pearson_fallback), "nan", "train, adapt, eval",
            "Value for unparsable predictions in Pearson tasks: nan (CrossFit) or a number such as 3.0 (the TL-MoE code).");
   d.add<S>("eval.rouge_variant", TLMOE_GET(eval.rouge_variant), "1.0.0", "train, adapt, eval",

@@ -16,6 +16,8 @@
 #include "data/task_meta.h"
 #include "data/tsv.h"
 #include "io/atomic_file.h"
+#include "model/hf_bart.h"
+#include "text/bart_bpe_tokenizer.h"
 #include "text/sentencepiece_tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -45,9 +47,13 @@ void check_options(const Config& cfg) {
   if (cfg.data.max_input_len < 2) throw ConfigError("", "data.max_input_len", "must be >= 2 (<s> and </s>)");
   if (cfg.data.max_output_len < 2)
     throw ConfigError("", "data.max_output_len", "must be >= 2 (<s> and </s>)");
-  if (cfg.tokenizer.kind != "sentencepiece")
+  if (cfg.tokenizer.kind != "sentencepiece" && cfg.tokenizer.kind != "bart-bpe")
     throw ConfigError("", "tokenizer.kind",
-                      "preprocess supports sentencepiece only, got '" + cfg.tokenizer.kind + "'");
+                      "must be sentencepiece or bart-bpe, got '" + cfg.tokenizer.kind + "'");
+  if (cfg.tokenizer.kind == "bart-bpe" && cfg.tokenizer.model.empty() && model::hf_dir_of(cfg.model.init_from).empty())
+    throw ConfigError("", "tokenizer.model",
+                      "tokenizer.kind bart-bpe needs a directory with vocab.json and merges.txt (tokenizer.model), "
+                      "or model.init_from: hf:DIR to take the tokenizer of that model");
   if (cfg.tokenizer.model_type != "unigram" && cfg.tokenizer.model_type != "bpe")
     throw ConfigError("", "tokenizer.model_type",
                       "must be unigram or bpe, got '" + cfg.tokenizer.model_type + "'");
@@ -241,6 +247,13 @@ struct TokenizerChoice {
 TokenizerChoice prepare_tokenizer(const Config& cfg, const Dataset& d, const fs::path& cache,
                                   const std::function<void()>& before_change, std::ostream& log) {
   TokenizerChoice c;
+  if (cfg.tokenizer.kind == "bart-bpe") {
+    c.path = cfg.tokenizer.model.empty() ? fs::path(model::hf_dir_of(cfg.model.init_from)) : fs::path(cfg.tokenizer.model);
+    c.tokenizer = text::BartBpeTokenizer::load(c.path);
+    log << "tokenizer: " << c.path.string() << " (bart-bpe: vocab.json + merges.txt), vocabulary "
+        << c.tokenizer->vocab_size() << "\n";
+    return c;
+  }
   if (!cfg.tokenizer.model.empty()) {
     c.path = cfg.tokenizer.model;
     c.tokenizer = text::SentencePieceTokenizer::load(c.path);

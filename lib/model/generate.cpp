@@ -96,8 +96,10 @@ class Hypotheses {
   Hypotheses(int64_t beams, double length_penalty, bool early_stopping)
       : beams_(beams), lp_(length_penalty), early_(early_stopping) {}
 
-  void add(const std::vector<int64_t>& seq, double sum_logprobs) {
-    const double score = sum_logprobs / std::pow(static_cast<double>(seq.size()), lp_);
+  // `len` divides by len^length_penalty: the sequence length with the start token, without EOS
+  // (transformers 4.x), or the generated length (5.x at max_len).
+  void add(const std::vector<int64_t>& seq, double sum_logprobs, size_t len) {
+    const double score = sum_logprobs / std::pow(static_cast<double>(len), lp_);
     if (static_cast<int64_t>(items_.size()) < beams_ || score > worst_) {
       items_.emplace_back(score, seq);
       if (static_cast<int64_t>(items_.size()) > beams_) {
@@ -180,12 +182,24 @@ std::vector<std::vector<int64_t>> beam_search(Seq2SeqImpl& m, const GroupInputs&
         continue;
       }
       int64_t filled = 0;
+      if (o.current_beam_search && cur_len == o.max_len - 1) {
+        // transformers 5.x: the length limit finishes the top `nb` candidates, EOS or not
+        for (int64_t rank = 0; rank < nb; ++rank) {
+          const int64_t beam = ti[b][rank] / V, token = ti[b][rank] % V;
+          auto seq = seqs[b * nb + beam];
+          if (token != o.eos_id) seq.push_back(token);
+          hyps[b].add(seq, static_cast<double>(tv[b][rank]), static_cast<size_t>(cur_len));
+        }
+        done[b] = true;
+        for (int64_t k = 0; k < nb; ++k) src[b * nb + k] = b * nb, tok[b * nb + k] = o.pad_id;
+        continue;
+      }
       for (int64_t rank = 0; rank < 2 * nb && filled < nb; ++rank) {
         const int64_t beam = ti[b][rank] / V, token = ti[b][rank] % V;
         const int64_t row = b * nb + beam;
         if (token == o.eos_id) {
           if (rank >= nb) continue;
-          hyps[b].add(seqs[row], static_cast<double>(tv[b][rank]));
+          hyps[b].add(seqs[row], static_cast<double>(tv[b][rank]), seqs[row].size());
         } else {
           src[b * nb + filled] = row;
           tok[b * nb + filled] = token;
@@ -193,7 +207,9 @@ std::vector<std::vector<int64_t>> beam_search(Seq2SeqImpl& m, const GroupInputs&
           ++filled;
         }
       }
-      done[b] = done[b] || hyps[b].is_done(static_cast<double>(tv[b][0]), cur_len);
+      // the best running beam (current) or the best candidate, EOS included (transformers 4.x)
+      const double best = o.current_beam_search ? new_scores[b * nb] : tv[b][0];
+      done[b] = done[b] || hyps[b].is_done(best, cur_len);
     }
     std::vector<std::vector<int64_t>> grown(N);
     for (int64_t r = 0; r < N; ++r) {
@@ -209,7 +225,8 @@ std::vector<std::vector<int64_t>> beam_search(Seq2SeqImpl& m, const GroupInputs&
   std::vector<std::vector<int64_t>> out(B);
   for (int64_t b = 0; b < B; ++b) {
     if (!done[b])
-      for (int64_t k = 0; k < nb; ++k) hyps[b].add(seqs[b * nb + k], static_cast<double>(bs[b * nb + k]));
+      for (int64_t k = 0; k < nb; ++k)
+        hyps[b].add(seqs[b * nb + k], static_cast<double>(bs[b * nb + k]), seqs[b * nb + k].size());
     const auto& best = hyps[b].best();
     out[b].assign(best.begin() + 1, best.end());
     if (static_cast<int64_t>(best.size()) < o.max_len) out[b].push_back(o.eos_id);

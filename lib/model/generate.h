@@ -14,6 +14,12 @@
 //   an example is done when it has `beams` hypotheses and, unless early_stopping, no running
 //   beam can beat the worst of them (best running sum / cur_len^length_penalty); at max_len the
 //   running beams are added as hypotheses. max_len counts the decoder start token (HF max_length).
+// current_beam_search = true follows instead the vectorised beam search of current transformers
+// releases (5.x; the golden tests pin one), which differs in two places: the early-stop check
+// compares the worst hypothesis with the best *running* (unfinished) beam, not the best
+// candidate; and at max_len the top `beams` candidates (EOS or not) become hypotheses scored by
+// the generated length (start token excluded), instead of the running beams scored by their full
+// length. With a forced EOS at max_len - 1 and early stopping both agree on the last step.
 #pragma once
 
 #include <torch/torch.h>
@@ -32,6 +38,7 @@ struct GenerationOptions {
   double length_penalty = 1.0;
   int64_t no_repeat_ngram = 0;    // 0 = off
   bool early_stopping = false;
+  bool current_beam_search = false;  // transformers 5.x beam search semantics (see above)
   int64_t decoder_start_id = 2;
   int64_t forced_bos_id = -1;     // >= 0: the first generated token (after the start token)
   int64_t forced_eos_id = -1;     // >= 0: the token forced at the last position (max_len - 1)

@@ -9,6 +9,7 @@
 #include "data/token_cache.h"
 #include "data/tsv.h"
 #include "model/selection.h"
+#include "text/bart_bpe_tokenizer.h"
 #include "text/sentencepiece_tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/task_data.h"
@@ -68,6 +69,7 @@ model::GenerationOptions generation_options(const Config& cfg, int64_t bos, int6
   g.length_penalty = cfg.eval.length_penalty;
   g.no_repeat_ngram = cfg.eval.no_repeat_ngram;
   g.early_stopping = cfg.eval.early_stopping;
+  g.current_beam_search = cfg.eval.beam_search == "current";
   g.decoder_start_id = cfg.model.decoder_start == "eos" ? eos : bos;
   g.forced_bos_id = cfg.eval.forced_bos ? bos : -1;
   g.forced_eos_id = cfg.eval.forced_eos ? eos : -1;
@@ -163,6 +165,7 @@ LoadedModel load_model(const fs::path& checkpoint) {
 std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg) {
   const json man = read_preprocess_manifest(cfg);
   const fs::path path = man.at("tokenizer").at("path").get<std::string>();
+  if (man.at("tokenizer").value("kind", std::string("sentencepiece")) == "bart-bpe") return text::BartBpeTokenizer::load(path);
   return text::SentencePieceTokenizer::load(path);
 }
 

@@ -11,6 +11,7 @@
 #include "data/preprocess.h"
 #include "data/task_rep.h"
 #include "data/token_cache.h"
+#include "model/hf_bart.h"
 #include "train/checkpoint.h"
 #include "train/task_rep_compute.h"
 
@@ -111,10 +112,23 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const TaskDat
   torch::NoGradGuard g;
   // ---- backbone ------------------------------------------------------------------------------
   const std::string& from = cfg.model.init_from;
-  if (from.rfind("hf:", 0) == 0)
-    throw UsageError("model.init_from = " + from +
-                     ": importing Hugging Face BART weights is not implemented yet (the BART-import issue)");
-  if (!from.empty()) {
+  if (const std::string hf_dir = model::hf_dir_of(from); !hf_dir.empty()) {
+    // A Hugging Face BART directory (SPEC §1.9): embeddings, position tables and vanilla layers
+    // copied, every expert = the BART layer + N(0, init_noise) noise.
+    auto hf = model::load_hf_bart(hf_dir);
+    if (data.tokenizer_fingerprint.rfind("bart-bpe:", 0) != 0)
+      throw ConfigError("", "tokenizer.kind",
+                        "model.init_from = " + from + " is a Hugging Face BART: its token ids need tokenizer.kind: "
+                        "bart-bpe (the model's vocab.json + merges.txt), not " + cfg.tokenizer.kind);
+    model::check_hf_architecture(hf, m.options());
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(cfg.train.seed));
+    try {
+      m.init_from_dense(hf.state, cfg.model.init_noise, &gen);
+    } catch (const InputError& e) {
+      throw DataError((fs::path(hf_dir) / "model.safetensors").string(), 0,
+                      std::string("checkpoint does not fit the config: ") + e.what());
+    }
+  } else if (!from.empty()) {
     auto ck = load_checkpoint(from, /*with_optimizer=*/false);
     const std::string src = (fs::path(from) / "model.safetensors").string();
     if (ck.meta.value("tokenizer_fingerprint", "") != data.tokenizer_fingerprint)
