@@ -46,6 +46,13 @@ __attribute__((target_clones("avx2,fma", "default"))) void axpy_row_f32(const fl
   for (int64_t f = 0; f < n; ++f) acc[f] += w * src[f];
 }
 
+// Row copy as a plain vector loop (not memcpy: glibc's large-copy path was 25% slower than
+// a vector loop for 1.5 MB rows on the development machine's AMD EPYC); word-aligned rows only.
+__attribute__((target_clones("avx2", "default"), optimize("no-tree-loop-distribute-patterns"))) void copy_words(
+    const uint32_t* src, int64_t n, uint32_t* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 // One output row: y = sum_k w_k * src_k, accumulated in L1-sized chunks of acc_t so that the
 // output is written once (fp16/bf16 rounded once).
 template <typename T>
@@ -138,10 +145,17 @@ torch::Tensor gather_rows_cpu(const torch::Tensor& x, const torch::Tensor& rows)
   const char* src = static_cast<const char*>(x.data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
   const int64_t* r = rows.data_ptr<int64_t>();
+  const bool words = row_bytes % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 4 == 0 &&
+                     reinterpret_cast<uintptr_t>(dst) % 4 == 0;
   at::parallel_for(0, n, grain_rows(row_bytes), [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
       TORCH_CHECK(r[s] >= 0 && r[s] < B, "gather_rows: row index ", r[s], " out of range [0, ", B, ")");
-      std::memcpy(dst + s * row_bytes, src + r[s] * row_bytes, row_bytes);
+      const char* from = src + r[s] * row_bytes;
+      char* to = dst + s * row_bytes;
+      if (words)
+        copy_words(reinterpret_cast<const uint32_t*>(from), row_bytes / 4, reinterpret_cast<uint32_t*>(to));
+      else
+        std::memcpy(to, from, row_bytes);
     }
   });
   return out;
