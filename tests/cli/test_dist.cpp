@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -186,7 +187,7 @@ TEST_CASE("dist: two Gloo processes train like one process with the same global 
   auto one = run_tlmoe("train --plain --config " + (t.dir / "c.yaml").string() + " --run-dir " + (t.dir / "one").string());
   INFO(one.output);
   REQUIRE(one.exit_code == 0);
-  auto two = run_ranks(train_args(t.dir / "c.yaml", t.dir / "two"), 2, t.dir);
+  auto two = run_ranks(train_args(t.dir / "c.yaml", t.dir / "two"), 2, t.dir.path());
   INFO(two.logs);
   REQUIRE(two.codes == std::vector<int>{0, 0});
   CHECK_THAT(two.logs, Catch::Contains("distributed: 2 processes (gloo, torchrun)"));
@@ -215,7 +216,7 @@ TEST_CASE("dist: a 2-process checkpoint resumes in 1 process and a 1-process one
   REQUIRE(ref.exit_code == 0);
 
   // 2 processes for 3 steps, then 1 process to the end
-  auto a = run_ranks(train_args(t.dir / "c.yaml", t.dir / "a", {"--stop-after", "3"}), 2, t.dir);
+  auto a = run_ranks(train_args(t.dir / "c.yaml", t.dir / "a", {"--stop-after", "3"}), 2, t.dir.path());
   INFO(a.logs);
   REQUIRE(a.codes == std::vector<int>{0, 0});
   auto a2 = run_tlmoe("train --plain --resume --config " + c + " --run-dir " + (t.dir / "a").string());
@@ -228,7 +229,7 @@ TEST_CASE("dist: a 2-process checkpoint resumes in 1 process and a 1-process one
   // 1 process for 3 steps, then 2 processes to the end
   auto b1 = run_tlmoe("train --plain --stop-after 3 --config " + c + " --run-dir " + (t.dir / "b").string());
   REQUIRE(b1.exit_code == 0);
-  auto b = run_ranks(train_args(t.dir / "c.yaml", t.dir / "b", {"--resume"}), 2, t.dir);
+  auto b = run_ranks(train_args(t.dir / "c.yaml", t.dir / "b", {"--resume"}), 2, t.dir.path());
   INFO(b.logs);
   REQUIRE(b.codes == std::vector<int>{0, 0});
   CHECK_THAT(b.logs, Catch::Contains("resuming"));
