@@ -22,6 +22,18 @@ namespace tlmoe::train::dist {
 
 namespace {
 
+// An exception's message without c10's C++ backtrace.
+std::string message_of(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
+}
+
+std::string seconds(double s) {
+  char t[32];
+  std::snprintf(t, sizeof t, "%g", s);
+  return t;
+}
+
 int64_t parse_int(const std::string& name, const std::string& value) {
   try {
     size_t pos = 0;
@@ -89,12 +101,10 @@ class C10dCommunicator final : public Communicator {
 
  private:
   [[noreturn]] void fail(const std::string& op, const std::exception& e) const {
-    char t[32];
-    std::snprintf(t, sizeof t, "%g", timeout_s_);
     throw std::runtime_error("distributed " + name_ + " " + op + " failed on rank " + std::to_string(rank_) + " of " +
-                             std::to_string(size_) + ": another rank died or did not answer within dist.timeout_s = " + t +
-                             " s; this rank stops. The run directory keeps the last checkpoint rank 0 wrote. (" +
-                             e.what() + ")");
+                             std::to_string(size_) + ": another rank died or did not answer within dist.timeout_s = " +
+                             seconds(timeout_s_) + " s; this rank stops. The run directory keeps the last checkpoint rank 0 wrote. (" +
+                             message_of(e) + ")");
   }
 
   // Packs tensors of one dtype into flat buffers of at most kBucketBytes, sends every bucket,
@@ -236,8 +246,8 @@ std::unique_ptr<Communicator> connect(const LaunchEnv& env, const DistConfig& cf
   } catch (const std::exception& e) {
     throw std::runtime_error("distributed rendezvous failed on rank " + std::to_string(env.rank) + " of " +
                              std::to_string(env.world_size) + " at " + env.master_addr + ":" +
-                             std::to_string(env.master_port) + " within dist.timeout_s = " + std::to_string(cfg.timeout_s) +
-                             " s (" + e.what() + ")");
+                             std::to_string(env.master_port) + " within dist.timeout_s = " + seconds(cfg.timeout_s) +
+                             " s (" + message_of(e) + ")");
   }
   c10::intrusive_ptr<c10d::Backend> pg;
   try {
@@ -262,7 +272,7 @@ std::unique_ptr<Communicator> connect(const LaunchEnv& env, const DistConfig& cf
   } catch (const std::exception& e) {
     throw std::runtime_error("distributed " + backend + " group could not be formed on rank " +
                              std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
-                             " within dist.timeout_s = " + std::to_string(cfg.timeout_s) + " s (" + e.what() + ")");
+                             " within dist.timeout_s = " + seconds(cfg.timeout_s) + " s (" + message_of(e) + ")");
   }
   return std::make_unique<C10dCommunicator>(store, pg, env.rank, env.world_size, backend, cfg.timeout_s);
 }

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <thread>
 
@@ -166,4 +167,20 @@ TEST_CASE("dist: a world of one needs no rendezvous", "[dist]") {
   std::vector<torch::Tensor> t = {torch::ones({2})};
   comm->all_reduce_sum(t);
   CHECK(torch::equal(t[0], torch::ones({2})));
+}
+
+TEST_CASE("dist: a rendezvous nobody answers fails within dist.timeout_s with a clear message", "[dist]") {
+  auto cfg = tlmoe::Config::defaults().dist;
+  cfg.timeout_s = 0.5;
+  dist::LaunchEnv env;
+  env.launcher = "torchrun";
+  env.rank = 1;  // a client: rank 0's store never comes up
+  env.world_size = 2;
+  env.master_addr = "127.0.0.1";
+  env.master_port = free_port();
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(dist::connect(env, cfg, torch::kCPU),
+                    Catch::Contains("rendezvous failed on rank 1 of 2") && Catch::Contains("dist.timeout_s = 0.5 s") &&
+                        !Catch::Contains("frame #"));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
 }
