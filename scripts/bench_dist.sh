@@ -4,23 +4,23 @@
 #   scripts/bench_dist.sh [build/tlmoe] [workdir]
 # Steps/s = (N2 - N1) / (t(N2) - t(N1)): startup (data loading, rendezvous) cancels out. The router
 # reads a learned task table (task_rep.kind=learned), so no vanilla run is needed first; dropout
-# stays on; no evaluation but the final one (train.eval_every=0, select_by=loss).
+# stays on; runs stop with --stop-after before train.steps, so no evaluation runs at all.
 set -euo pipefail
 T="$(realpath "${1:-build/tlmoe}")"
 W="${2:-runs/bench_dist}"
-N1="${N1:-10}"
-N2="${N2:-60}"
+N1="${N1:-5}"
+N2="${N2:-25}"
 mkdir -p "$W"
 [ -f "$W/gym/splits.json" ] || "$T" gym --out "$W/gym" --seed 42 >/dev/null
 SETS=(--set "data.dir=$W/gym" --set task_rep.kind=learned --set task_rep.freeze=false --set train.eval_every=0
-      --set train.select_by=loss --set train.log_every=1000)
+      --set train.select_by=loss --set train.log_every=1000 --set train.steps=100000)
 "$T" preprocess --config configs/quickstart.yaml "${SETS[@]}" >/dev/null
 
 now() { date +%s.%N; }
 one() {  # threads steps -> seconds
   rm -rf "$W/one"
   local t0; t0=$(now)
-  OMP_NUM_THREADS=$1 "$T" train --plain --config configs/quickstart.yaml "${SETS[@]}" --set "train.steps=$2" \
+  OMP_NUM_THREADS=$1 "$T" train --plain --config configs/quickstart.yaml "${SETS[@]}" --stop-after "$2" \
     --run-dir "$W/one" >"$W/one.log" 2>&1
   echo "$(now) - $t0" | bc
 }
@@ -30,7 +30,7 @@ two() {  # steps -> seconds
   t0=$(now)
   for r in 0 1; do
     OMP_NUM_THREADS=1 RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      "$T" train --plain --config configs/quickstart.yaml "${SETS[@]}" --set "train.steps=$1" \
+      "$T" train --plain --config configs/quickstart.yaml "${SETS[@]}" --stop-after "$1" \
       --run-dir "$W/two" >"$W/two$r.log" 2>&1 &
     pids+=($!)
   done
