@@ -33,7 +33,9 @@ void setup_train(CLI::App& app) {
     t.stop_after = o->stop_after;
     t.log = &std::cerr;
     t.plain_progress = o->plain;
+    t.launch = train::dist::read_launch_env(t.cfg.dist, train::dist::process_env());  // torchrun / Slurm
     auto r = train::train(t);
+    if (t.launch.rank > 0) return;  // rank 0 reports for the run
     std::cout << "trained to step " << r.step << (r.stopped_early ? " (stopped early; --resume continues)" : "")
               << "; best dev loss " << r.best_dev_loss << " at step " << r.best_step << "\n"
               << "checkpoints: " << o->run_dir << "/best, " << o->run_dir << "/last\n";

@@ -147,6 +147,15 @@ struct AnalysisConfig {
   std::int64_t seed;
 };
 
+// Multi-process training on torch.distributed c10d (docs/distributed.md).
+struct DistConfig {
+  std::string launcher;           // auto | torchrun | slurm | none
+  std::string backend;            // auto | gloo | nccl
+  double timeout_s;               // rendezvous and every collective
+  std::string master_addr;        // "" = MASTER_ADDR
+  std::int64_t master_port;       // 0 = MASTER_PORT, else 29500
+};
+
 struct Config {
   std::string device;             // auto | cpu | cuda
   bool reference_compat;
@@ -159,6 +168,7 @@ struct Config {
   AdaptConfig adapt;
   EvalConfig eval;
   AnalysisConfig analysis;
+  DistConfig dist;
 
   // Every field at its declared default.
   static Config defaults();

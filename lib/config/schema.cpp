@@ -416,6 +416,23 @@ std::vector<FieldSpec> declare() {
   d.add<S>("analysis.formats", TLMOE_GET(analysis.formats), "both", "analyze-routes", "Figure formats.", one_of({"png", "svg", "both"}));
   d.add<I>("analysis.permutations", TLMOE_GET(analysis.permutations), 10000, "analyze-routes", "Permutations of the permutation tests.", range(1, 1e9));
   d.add<I>("analysis.seed", TLMOE_GET(analysis.seed), 42, "analyze-routes", "Seed of the permutation tests.", range(0, 4294967295.0));
+
+  // ---- dist ----
+  const S dst = "train";
+  d.add<S>("dist.launcher", TLMOE_GET(dist.launcher), "auto", dst,
+           "Where rank and world size come from: torchrun's RANK/WORLD_SIZE, Slurm's SLURM_PROCID/SLURM_NTASKS, "
+           "auto (torchrun's variables, else Slurm's when SLURM_NTASKS > 1), or none (one process).",
+           one_of({"auto", "torchrun", "slurm", "none"}));
+  d.add<S>("dist.backend", TLMOE_GET(dist.backend), "auto", dst,
+           "c10d backend: auto (NCCL for CUDA when the build has it, else Gloo), gloo or nccl.",
+           one_of({"auto", "gloo", "nccl"}));
+  d.add<double>("dist.timeout_s", TLMOE_GET(dist.timeout_s), 300.0, dst,
+                "Seconds the rendezvous and each collective wait for the other ranks before this rank stops with an error.",
+                range(0.1, 1e7));
+  d.add<S>("dist.master_addr", TLMOE_GET(dist.master_addr), "", dst,
+           "Address of rank 0's TCPStore. Empty: the MASTER_ADDR environment variable.");
+  d.add<I>("dist.master_port", TLMOE_GET(dist.master_port), 0, dst,
+           "Port of rank 0's TCPStore. 0: the MASTER_PORT environment variable, else 29500.", range(0, 65535));
   return v;
 }
 
@@ -439,6 +456,7 @@ const std::vector<SectionSpec>& sections() {
       {"adapt", "Few-shot adaptation on unseen tasks (CrossFit protocol)."},
       {"eval", "Generation and metrics."},
       {"analysis", "Routing analysis."},
+      {"dist", "Multi-process training on torch.distributed (torchrun or Slurm)."},
   };
   return v;
 }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "common/error.h"
@@ -14,6 +15,7 @@
 #include "model/tlmoe_model.h"
 #include "train/batching.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/evaluate.h"
 #include "data/task_meta.h"
 #include "train/loss.h"
@@ -51,15 +53,16 @@ class MetricsLog {
 };
 
 // Teacher-forced loss per target token over evaluation batches (no dropout, deterministic routes).
+// With several ranks, rank r takes batches r, r + W, ... and the sums are all-reduced.
 double eval_loss(model::TLMoEModel& m, const std::vector<Batch>& batches, const LossOptions& lo, double tau,
-                 const torch::Device& dev) {
+                 const torch::Device& dev, dist::Communicator& comm) {
   if (batches.empty()) return NAN;
   torch::NoGradGuard g;
   m->eval();
   double nll = 0;
   int64_t tokens = 0;
-  for (const auto& cpu_batch : batches) {
-    Batch b = to_device(cpu_batch, dev);
+  for (size_t i = static_cast<size_t>(comm.rank()); i < batches.size(); i += static_cast<size_t>(comm.size())) {
+    Batch b = to_device(batches[i], dev);
     model::RouteContext ctx;
     ctx.training = false;
     ctx.tau = tau;
@@ -71,6 +74,12 @@ double eval_loss(model::TLMoEModel& m, const std::vector<Batch>& batches, const 
     tokens += r.tokens;
   }
   m->train();
+  if (comm.size() > 1) {
+    std::vector<torch::Tensor> sums = {torch::tensor({nll, static_cast<double>(tokens)}, torch::kDouble)};
+    comm.all_reduce_sum(sums);
+    nll = sums[0][0].item<double>();
+    tokens = static_cast<int64_t>(std::llround(sums[0][1].item<double>()));
+  }
   return tokens ? nll / static_cast<double>(tokens) : NAN;
 }
 
@@ -154,31 +163,104 @@ struct DevScore {
   json per_task = json::object();
 };
 
-// Mean over the dev tasks of their metric (NaN scores count as 0 and are counted).
+// Mean over the dev tasks of their metric (NaN scores count as 0 and are counted). With several
+// ranks, rank r decodes tasks r, r + W, ... and the per-task scores are all-reduced.
 DevScore dev_score(model::TLMoEModel& m, const std::vector<EvalSet>& sets, const text::Tokenizer& tok,
-                   const Config& cfg, const TaskData& data, double tau, const torch::Device& dev) {
+                   const Config& cfg, const TaskData& data, double tau, const torch::Device& dev,
+                   dist::Communicator& comm) {
   DevScore d;
   if (sets.empty()) return d;
   const auto g = generation_options(cfg, data.bos_id, data.eos_id, data.pad_id);
   const auto mo = metric_options(cfg);
   const RouteFn routes = model_routes(m, tau, static_cast<uint64_t>(cfg.train.seed));
+  const int64_t n = static_cast<int64_t>(sets.size());
+  auto scores = torch::zeros({2, n}, torch::kDouble);  // [0]: score (0 when NaN), [1]: 1 when finite
+  for (int64_t i = comm.rank(); i < n; i += comm.size()) {
+    auto preds = predict(*m, sets[i].examples, routes, tok, g, cfg.eval.batch_size, dev);
+    auto sc = score_predictions(sets[i], preds, mo);
+    if (std::isfinite(sc.score)) scores[0][i] = sc.score, scores[1][i] = 1.0;
+  }
+  if (comm.size() > 1) {
+    std::vector<torch::Tensor> v = {scores};
+    comm.all_reduce_sum(v);
+  }
   double sum = 0;
-  for (const auto& s : sets) {
-    auto preds = predict(*m, s.examples, routes, tok, g, cfg.eval.batch_size, dev);
-    auto sc = score_predictions(s, preds, mo);
-    if (std::isfinite(sc.score)) sum += sc.score;
+  auto a = scores.accessor<double, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    const bool finite = a[1][i] > 0.5;
+    if (finite) sum += a[0][i];
     else ++d.nan_tasks;
-    d.per_task[s.task] = std::isfinite(sc.score) ? json(sc.score) : json(nullptr);
+    d.per_task[sets[i].task] = finite ? json(a[0][i]) : json(nullptr);
   }
   m->train();
   d.mean = sum / static_cast<double>(sets.size());
   return d;
 }
 
+// Rows [begin, end) of a batch, trimmed to their own longest input and target.
+Batch shard_batch(const Batch& b, int64_t begin, int64_t end, int64_t pad) {
+  const int64_t n = end - begin;
+  Batch s;
+  auto mask = b.input_mask.narrow(0, begin, n);                                   // [n,S]
+  auto target = b.target_ids.narrow(0, begin, n);                                 // [n,T]
+  const int64_t S = std::max<int64_t>(1, mask.sum(1).max().item<int64_t>());
+  const int64_t T = std::max<int64_t>(1, target.ne(pad).sum(1).max().item<int64_t>());
+  s.input_ids = b.input_ids.narrow(0, begin, n).narrow(1, 0, S).contiguous();
+  s.input_mask = mask.narrow(1, 0, S).contiguous();
+  s.decoder_input_ids = b.decoder_input_ids.narrow(0, begin, n).narrow(1, 0, T).contiguous();
+  s.target_ids = target.narrow(1, 0, T).contiguous();
+  s.task_ids = b.task_ids.narrow(0, begin, n).contiguous();
+  s.target_tokens = s.target_ids.ne(pad).sum().item<int64_t>();
+  return s;
+}
+
+// The routes of rows [begin, end) (weights [B,E] and indices [B,K] of every layer).
+std::vector<model::LayerRoute> shard_routes(const std::vector<model::LayerRoute>& routes, int64_t begin, int64_t end) {
+  std::vector<model::LayerRoute> out;
+  for (const auto& r : routes)
+    out.push_back({r.weights.narrow(0, begin, end - begin),
+                   r.indices.defined() ? r.indices.narrow(0, begin, end - begin) : torch::Tensor(), r.sparse});
+  return out;
+}
+
+// Sums every trainable parameter's gradient over the ranks. A gradient undefined on a rank (an
+// expert none of its rows used) counts as zeros; one undefined on every rank stays undefined, as
+// in one process with the whole batch (AdamW then skips the parameter).
+void all_reduce_grads(const std::vector<torch::Tensor>& params, dist::Communicator& comm) {
+  const auto dev = params.empty() ? torch::Device(torch::kCPU) : params[0].device();
+  auto used = torch::zeros({static_cast<int64_t>(params.size())}, torch::TensorOptions(torch::kFloat).device(dev));
+  std::vector<torch::Tensor> bufs;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& g = params[i].grad();
+    if (g.defined()) {
+      bufs.push_back(g);
+      used[static_cast<int64_t>(i)] = 1.0f;
+    } else {
+      bufs.push_back(torch::zeros_like(params[i]));
+    }
+  }
+  bufs.push_back(used);
+  comm.all_reduce_sum(bufs);
+  auto u = used.cpu();
+  auto a = u.accessor<float, 1>();
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (a[static_cast<int64_t>(i)] == 0.0f || params[i].grad().defined()) continue;
+    auto p = params[i];
+    p.mutable_grad() = bufs[i];
+  }
+}
+
+// Seed of rank `rank`'s dropout stream at (step, micro-batch): distinct per rank and step.
+uint64_t rank_dropout_seed(uint64_t seed, int64_t rank, int64_t step, int64_t micro) {
+  uint64_t s = seed ^ (static_cast<uint64_t>(rank + 1) * 0x9E3779B97F4A7C15ULL) ^
+               (static_cast<uint64_t>(step) * 0xD1B54A32D192ED03ULL) ^ static_cast<uint64_t>(micro);
+  return splitmix64(s);
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& opts) {
-  std::ostream& log = opts.log ? *opts.log : std::cerr;
+  std::ostream& user_log = opts.log ? *opts.log : std::cerr;
   const Config& cfg = opts.cfg;
   validate(cfg);  // library callers get the same cross-field checks as the CLI
   if (opts.run_dir.empty()) throw UsageError("train: a run directory is required (--run-dir)");
@@ -189,14 +271,29 @@ TrainResult train(const TrainOptions& opts) {
     throw UsageError("--resume: no checkpoint at " + (run / "last").string());
   fs::create_directories(run);
 
+  // ---- processes ------------------------------------------------------------------------------
+  // Every rank has passed the run-directory checks above before the rendezvous lets rank 0 on.
+  torch::Device dev = pick_device(cfg.device);
+  if (opts.launch.distributed() && dev.is_cuda())
+    dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(opts.launch.local_rank % torch::cuda::device_count()));
+  const auto comm = dist::connect(opts.launch, cfg.dist, dev);
+  const int64_t rank = comm->rank(), world = comm->size();
+  const bool lead = rank == 0;  // writes config, metrics, routes and checkpoints
+  std::ostream quiet(nullptr);  // the other ranks stay silent (their errors still reach the caller)
+  std::ostream& log = lead ? user_log : quiet;
+  if (world > 1)
+    log << "distributed: " << world << " processes (" << comm->backend() << ", " << opts.launch.launcher
+        << "), global batch " << cfg.train.batch_size << " split over the ranks; rank 0 writes " << run.string() << "\n";
+
   // ---- data ---------------------------------------------------------------------------------
+  if (!lead) comm->barrier();  // rank 0 preprocesses (writes the cache) alone, the others then read it
   TaskData data = load_task_data(cfg, log);
+  if (lead) comm->barrier();
   const int64_t pad = data.pad_id;
   const int64_t start_id = cfg.model.decoder_start == "eos" ? data.eos_id : data.bos_id;
 
   // ---- model --------------------------------------------------------------------------------
   torch::manual_seed(static_cast<uint64_t>(cfg.train.seed));
-  const torch::Device dev = pick_device(cfg.device);
   model::TLMoEModel m(model::model_options(cfg, data.vocab_size, pad), model::router_options(cfg),
                       model::routing_policy(cfg), static_cast<int64_t>(data.task_names.size()));
   initialise_model(*m, cfg, data);
@@ -266,12 +363,23 @@ TrainResult train(const TrainOptions& opts) {
     at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();
     cpu_gen.set_state(it->second);
     log << "resuming " << run.string() << " at step " << step << "\n";
-  } else {
+  } else if (lead) {
     io::write_file_atomic(run / "config.resolved.yaml", to_yaml(cfg));
   }
-  MetricsLog metrics(run / "metrics.jsonl");
+  std::vector<torch::Tensor> trainable;  // the gradients all-reduced every step
+  for (const auto& p : m->parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  if (world > 1) {  // identical start: rank 0's parameters and buffers everywhere
+    std::vector<torch::Tensor> state;
+    for (auto& [name, t] : module_state(*m)) state.push_back(t);
+    comm->broadcast(state);
+  }
+  std::optional<MetricsLog> metrics;
+  if (lead) metrics.emplace(run / "metrics.jsonl");
+  at::Generator rng = at::globalContext().defaultGenerator(dev);  // dropout and gumbel noise
 
   auto save = [&](const fs::path& dir) {
+    if (!lead) return;
     CheckpointData ck;
     ck.model = module_state(*m);
     ck.optimizer = opt.state_tensors();
@@ -283,7 +391,8 @@ TrainResult train(const TrainOptions& opts) {
     ck.meta["config"] = to_yaml(cfg);
     ck.meta["trainer"] = {{"step", step},         {"epoch", batcher.epoch()}, {"position", batcher.position()},
                           {"best_dev_loss", best_dev}, {"best_step", best_step},
-                          {"best_dev_score", std::isfinite(best_score) ? json(best_score) : json(nullptr)}};
+                          {"best_dev_score", std::isfinite(best_score) ? json(best_score) : json(nullptr)},
+                          {"world_size", world}};
     save_checkpoint(dir, ck);
   };
 
@@ -297,45 +406,105 @@ TrainResult train(const TrainOptions& opts) {
   auto t_last = std::chrono::steady_clock::now();
   int64_t last_saved = -1;
   int64_t tokens_since = 0;
-  fs::create_directories(run / "routes");
+  if (lead) fs::create_directories(run / "routes");
 
   while (step < stop_at) {
     const double tau = tau_at(step);
     double step_loss = 0;
     int64_t step_tokens = 0;
     torch::Tensor last_weights;
+    int64_t step_io_tokens = 0;  // input + target tokens of this step (throughput)
+    double nonfinite = 0;        // micro-batches whose loss was not finite (several ranks)
     for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
       Batch b = to_device(batcher.next(), dev);
       model::RouteContext ctx;
       ctx.training = true;
       ctx.tau = tau;
+      // Routes of the whole (global) batch: every rank draws the same noise, as one process would.
       auto routes = m->routes(b.task_ids, ctx);
-      torch::Tensor logits;
-      {
-        kernels::AutocastGuard amp(bf16, dev);
-        logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
-      }
-      auto r = label_smoothed_nll(logits, b.target_ids, lo);  // in fp32 whatever the logits' dtype
-      torch::Tensor loss = r.loss;
-      if (cfg.train.loss_reduction == "mean") loss = loss / static_cast<double>(cfg.train.grad_accum);
-      if (cfg.model.expert_reg > 0 && m->routed_layers() > 0) loss = loss + cfg.model.expert_reg * m->expert_difference();
-      const double value = r.loss.item<double>();
-      if (!std::isfinite(value)) {
-        bar.finish();
-        throw std::runtime_error("non-finite loss at step " + std::to_string(step + 1) +
-                                 "; training stopped. The last good checkpoint is " + (run / "last").string() +
-                                 (fs::exists(run / "last") ? "" : " (none written yet)"));
-      }
-      loss.backward();
-      step_loss += cfg.train.loss_reduction == "mean" ? value * static_cast<double>(r.tokens) : value;
-      step_tokens += r.tokens;
-      tokens_since += b.target_tokens + b.input_mask.sum().item<int64_t>();
       if (!routes.empty()) {
         std::vector<torch::Tensor> w;
         for (auto& lr : routes) w.push_back(lr.weights.detach());
         last_weights = torch::stack(w);  // [L,B,E]
       }
+      if (world == 1) {
+        torch::Tensor logits;
+        {
+          kernels::AutocastGuard amp(bf16, dev);
+          logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
+        }
+        auto r = label_smoothed_nll(logits, b.target_ids, lo);  // in fp32 whatever the logits' dtype
+        torch::Tensor loss = r.loss;
+        if (cfg.train.loss_reduction == "mean") loss = loss / static_cast<double>(cfg.train.grad_accum);
+        if (cfg.model.expert_reg > 0 && m->routed_layers() > 0) loss = loss + cfg.model.expert_reg * m->expert_difference();
+        const double value = r.loss.item<double>();
+        if (!std::isfinite(value)) {
+          bar.finish();
+          throw std::runtime_error("non-finite loss at step " + std::to_string(step + 1) +
+                                   "; training stopped. The last good checkpoint is " + (run / "last").string() +
+                                   (fs::exists(run / "last") ? "" : " (none written yet)"));
+        }
+        loss.backward();
+        step_loss += cfg.train.loss_reduction == "mean" ? value * static_cast<double>(r.tokens) : value;
+        step_tokens += r.tokens;
+        step_io_tokens += b.target_tokens + b.input_mask.sum().item<int64_t>();
+        continue;
+      }
+      // Several ranks: this rank's rows of the global batch. The loss is the rows' share of the
+      // one-process loss (sum: their sum; mean: their sum over the global batch's target
+      // tokens), so the all-reduced gradient is the one-process gradient.
+      const auto [begin, end] = dist::shard_rows(b.task_ids.size(0), rank, world);
+      torch::Tensor loss;
+      if (end > begin) {
+        const Batch sb = shard_batch(b, begin, end, pad);
+        const int64_t global_tokens = b.target_ids.ne(pad).sum().item<int64_t>();
+        // dropout draws from a stream of this rank's own; the shared stream (routes) resumes after
+        const torch::Tensor shared_rng = rng.get_state();
+        rng.set_current_seed(rank_dropout_seed(static_cast<uint64_t>(cfg.train.seed), rank, step, micro));
+        torch::Tensor logits;
+        {
+          kernels::AutocastGuard amp(bf16, dev);
+          logits = m->forward(sb.input_ids, sb.input_mask, sb.decoder_input_ids, shard_routes(routes, begin, end));
+        }
+        LossOptions sum_lo = lo;
+        sum_lo.reduction = "sum";
+        auto r = label_smoothed_nll(logits, sb.target_ids, sum_lo);
+        loss = r.loss;
+        if (cfg.train.loss_reduction == "mean")
+          loss = loss / static_cast<double>(std::max<int64_t>(1, global_tokens) * cfg.train.grad_accum);
+        const double value = r.loss.item<double>();
+        if (!std::isfinite(value)) nonfinite += 1;
+        step_loss += value;
+        step_tokens += r.tokens;
+        step_io_tokens += sb.target_tokens + sb.input_mask.sum().item<int64_t>();
+        if (cfg.model.expert_reg > 0 && m->routed_layers() > 0)
+          loss = loss + (cfg.model.expert_reg / static_cast<double>(world)) * m->expert_difference();
+        if (std::isfinite(value)) loss.backward();
+        rng.set_state(shared_rng);
+      } else if (cfg.model.expert_reg > 0 && m->routed_layers() > 0) {
+        loss = (cfg.model.expert_reg / static_cast<double>(world)) * m->expert_difference();
+        loss.backward();
+      }
     }
+    if (world > 1) {
+      // One all-reduce for the step's statistics; every rank then takes the same decisions.
+      std::vector<torch::Tensor> stats = {torch::tensor(
+          {step_loss, static_cast<double>(step_tokens), static_cast<double>(step_io_tokens), nonfinite}, torch::kDouble)};
+      comm->all_reduce_sum(stats);
+      auto a = stats[0].accessor<double, 1>();
+      step_loss = a[0];
+      step_tokens = static_cast<int64_t>(std::llround(a[1]));
+      step_io_tokens = static_cast<int64_t>(std::llround(a[2]));
+      if (a[3] > 0) {
+        bar.finish();
+        throw std::runtime_error("non-finite loss at step " + std::to_string(step + 1) + " (on " +
+                                 std::to_string(static_cast<int64_t>(a[3])) +
+                                 " rank micro-batches); training stopped. The last good checkpoint is " +
+                                 (run / "last").string() + (fs::exists(run / "last") ? "" : " (none written yet)"));
+      }
+      all_reduce_grads(trainable, *comm);
+    }
+    tokens_since += step_io_tokens;
     const double grad_norm = clip_grad_norm(clip, cfg.train.clip_norm);
     if (!std::isfinite(grad_norm)) {
       bar.finish();
@@ -369,7 +538,8 @@ TrainResult train(const TrainOptions& opts) {
         auto ent = model::route_entropy(last_weights).to(torch::kCPU, torch::kDouble).contiguous();
         line["route_entropy"] = std::vector<double>(ent.data_ptr<double>(), ent.data_ptr<double>() + ent.numel());
       }
-      metrics.write(line);
+      if (world > 1) line["world_size"] = world;
+      if (lead) metrics->write(line);
       t_last = now;
       tokens_since = 0;
     }
@@ -377,19 +547,19 @@ TrainResult train(const TrainOptions& opts) {
     const bool eval_now = (cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0 && step >= cfg.train.eval_from) ||
                           step == total;
     if (eval_now) {
-      const double dev_loss = eval_loss(m, dev_batches, lo, tau_at(step), dev);
+      const double dev_loss = eval_loss(m, dev_batches, lo, tau_at(step), dev, *comm);
       json line = {{"step", step}, {"dev_loss", dev_loss}};
       DevScore score;
       if (by_score) {
         const auto t_score = std::chrono::steady_clock::now();
-        score = dev_score(m, dev_sets, *tok, cfg, data, tau_at(step), dev);
+        score = dev_score(m, dev_sets, *tok, cfg, data, tau_at(step), dev, *comm);
         line["dev_score"] = score.mean;
         line["dev_score_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_score).count();
         line["dev_score_nan_tasks"] = score.nan_tasks;
         line["dev_task_scores"] = score.per_task;
       }
-      metrics.write(line);
-      if (m->options().experts > 1) {
+      if (lead) metrics->write(line);
+      if (lead && m->options().experts > 1) {
         char name[32];
         std::snprintf(name, sizeof name, "step_%07lld.json", static_cast<long long>(step));
         io::write_file_atomic(run / "routes" / name, routes_json(m, data.task_names, tau_at(step), step).dump() + "\n");

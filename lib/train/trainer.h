@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "train/dist.h"
 
 namespace tlmoe::train {
 
@@ -16,11 +17,14 @@ struct TrainOptions {
   int64_t stop_after = 0;   // > 0: stop (with a checkpoint) after this many steps of this invocation
   std::ostream* log = nullptr;
   bool plain_progress = false;
+  // The launch contract (dist::read_launch_env). world_size > 1: data-parallel training over
+  // that many processes; rank 0 writes the run directory, every rank reads it on resume.
+  dist::LaunchEnv launch;
 };
 
 struct TrainResult {
   int64_t step = 0;                  // optimizer steps done
-  std::vector<double> step_losses;   // per-token train loss of each step of this invocation
+  std::vector<double> step_losses;   // per-token train loss of each step of this invocation (whole global batch)
   double best_dev_loss = 0;          // lowest teacher-forced dev loss per token
   double best_dev_score = 0;         // highest generation dev score (train.select_by = score; else -inf)
   int64_t best_step = 0;
