@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   // Activations and dispatch buffers of tens of MB are allocated and freed every step; with
   // LibTorch's transparent-huge-page allocation (THP_MEM_ALLOC_ENABLE, read at the first
   // allocation) they are faulted in 2 MiB at a time instead of 4 KiB, which made a 50 MB gather
-  // 3.7x faster on the development machine (docs/benchmarks.md). A value the user set wins.
+  // about 3.7x faster on the development machine (docs/benchmarks.md). A value the user set wins.
   setenv("THP_MEM_ALLOC_ENABLE", "1", /*overwrite=*/0);
   CLI::App app{
       "tlmoe: task-level mixture-of-experts seq2seq models — train, adapt, evaluate, and analyse routes.\n"
