@@ -1,7 +1,10 @@
 // Helpers shared by the tests: temporary directories and running the tlmoe binary.
 #pragma once
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -66,5 +69,20 @@ inline RunResult run_tlmoe(const std::string& args) {
 }
 
 inline std::string source_dir() { return TLMOE_SOURCE_DIR; }
+
+// A TCP port free right now on 127.0.0.1 (the kernel picks it), for a test's rendezvous.
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t n = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  const int port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
 
 }  // namespace tlmoe::test

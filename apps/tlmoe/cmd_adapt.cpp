@@ -34,7 +34,8 @@ void setup_adapt(CLI::App& app) {
   cmd->add_option("--tasks", o->tasks, "Comma-separated tasks (default: the split file's test tasks)");
   cmd->add_option("--out", o->out, "Output directory (sweep.json, progress.jsonl, results.csv, summary.json)")
       ->required();
-  cmd->add_option("--stop-after", o->stop_after, "Stop after N grid points of this invocation (rerun to continue)")
+  cmd->add_option("--stop-after", o->stop_after,
+                  "Stop after N grid points of this invocation, per process (rerun to continue)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--plain", o->plain, "Plain log lines instead of a progress bar");
   cmd->callback([o] {
@@ -48,7 +49,9 @@ void setup_adapt(CLI::App& app) {
     a.log = &std::cerr;
     a.plain_progress = o->plain;
     a.stop_after_points = o->stop_after;
+    a.launch = train::dist::read_launch_env(a.cfg.dist, train::dist::process_env());  // torchrun / Slurm
     auto r = train::adapt(a);
+    if (a.launch.rank > 0) return;  // rank 0 reports for the sweep
     std::printf("%-28s %-20s %8s %8s %6s\n", "task", "metric", "mean", "std", "splits");
     for (auto it = r.summary["tasks"].begin(); it != r.summary["tasks"].end(); ++it) {
       const auto& t = it.value();

@@ -33,6 +33,8 @@ void setup_bench(CLI::App& app) {
   cmd->add_option("--tgt-len", o->train.tgt_len, "Target tokens per synthetic example (train)")->capture_default_str();
   cmd->add_option("--peak-tflops", o->train.peak_tflops,
                   "The device's peak TFLOP/s (e.g. 989 for H200 dense bf16): report model FLOP utilisation (train)");
+  cmd->add_flag("--no-dense", o->train.skip_dense,
+                "Leave the dense MoE variant out: vanilla and sparse only (train; large models on CPU)");
   cmd->add_option("--shapes", o->dispatch.shapes,
                   "Shapes as \"B,S,D,m,K;...\" (dispatch; default: 8,64,256,3,1 up to the paper's 32,512,768,3,1 and larger)");
   cmd->add_option("--min-seconds", o->dispatch.min_seconds, "Time spent per measurement (dispatch)")

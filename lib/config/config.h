@@ -154,6 +154,8 @@ struct DistConfig {
   double timeout_s;               // rendezvous and every collective
   std::string master_addr;        // "" = MASTER_ADDR
   std::int64_t master_port;       // 0 = MASTER_PORT, else 29500
+  double bucket_mb;               // gradient all-reduce bucket size
+  bool overlap;                   // start bucket all-reduces while backward runs
 };
 
 struct Config {

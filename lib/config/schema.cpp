@@ -418,7 +418,7 @@ std::vector<FieldSpec> declare() {
   d.add<I>("analysis.seed", TLMOE_GET(analysis.seed), 42, "analyze-routes", "Seed of the permutation tests.", range(0, 4294967295.0));
 
   // ---- dist ----
-  const S dst = "train";
+  const S dst = "train, adapt";
   d.add<S>("dist.launcher", TLMOE_GET(dist.launcher), "auto", dst,
            "Where rank and world size come from: torchrun's RANK/WORLD_SIZE, Slurm's SLURM_PROCID/SLURM_NTASKS, "
            "auto (torchrun's variables, else Slurm's when SLURM_NTASKS > 1), or none (one process).",
@@ -433,6 +433,13 @@ std::vector<FieldSpec> declare() {
            "Address of rank 0's TCPStore. Empty: the MASTER_ADDR environment variable.");
   d.add<I>("dist.master_port", TLMOE_GET(dist.master_port), 0, dst,
            "Port of rank 0's TCPStore. 0: the MASTER_PORT environment variable, else 29500.", range(0, 65535));
+  d.add<double>("dist.bucket_mb", TLMOE_GET(dist.bucket_mb), 25.0, "train",
+                "Gradients are summed over the ranks in flat buckets of at most this many MiB, filled in reverse "
+                "parameter order (the order backward produces them).",
+                range(0.01, 1e5));
+  d.add<bool>("dist.overlap", TLMOE_GET(dist.overlap), true, "train",
+              "Start a bucket's all-reduce as soon as backward has produced all of its gradients (in bucket order on "
+              "every rank) instead of after backward; false: every bucket after backward.");
   return v;
 }
 

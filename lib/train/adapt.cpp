@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "common/error.h"
 #include "common/strings.h"
@@ -122,6 +125,39 @@ double stdev(const std::vector<double>& v, double mean) {
   return std::sqrt(s / static_cast<double>(v.size()));
 }
 
+// Publishes a counter under `key` in the rendezvous store every second from a thread of its own,
+// so that a rank busy fine-tuning still shows it is alive to rank 0.
+class Heartbeat {
+ public:
+  Heartbeat(dist::Communicator& comm, std::string key) {
+    thread_ = std::thread([this, &comm, key = std::move(key)] {
+      std::unique_lock<std::mutex> lock(mu_);
+      for (int64_t n = 1; !stop_; ++n) {
+        try {
+          comm.store_set(key, std::to_string(n));
+        } catch (const std::exception&) {
+          return;  // the store's host is gone: the main thread meets the same error and reports it
+        }
+        cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+      }
+    });
+  }
+  ~Heartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 model::TLMoEModel squeeze_to_dense(model::TLMoEModel& src, const std::vector<int64_t>& expert_of_layer,
@@ -162,15 +198,27 @@ model::TLMoEModel squeeze_to_dense(model::TLMoEModel& src, const std::vector<int
 }
 
 AdaptResult adapt(const AdaptOptions& opts) {
-  std::ostream& log = opts.log ? *opts.log : std::cerr;
+  std::ostream& user_log = opts.log ? *opts.log : std::cerr;
   const Config& cfg = opts.cfg;
   validate(cfg);
   if (opts.out_dir.empty()) throw UsageError("adapt: an output directory is required (--out)");
   const fs::path out(opts.out_dir);
 
+  // ---- processes -----------------------------------------------------------------------------
+  torch::Device dev = pick_device(cfg.device);
+  if (opts.launch.distributed() && dev.is_cuda())
+    dev = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(opts.launch.local_rank % torch::cuda::device_count()));
+  const auto comm = dist::connect(opts.launch, cfg.dist, dev);
+  const int64_t rank = comm->rank(), world = comm->size();
+  const bool lead = rank == 0;  // writes sweep.json, progress.jsonl, results.csv, summary.json
+  std::ostream silent(nullptr);
+  std::ostream& log = lead ? user_log : silent;
+
   // ---- data ----------------------------------------------------------------------------------
   std::ostringstream quiet;
+  if (!lead) comm->barrier();  // rank 0 preprocesses (writes the cache) alone, the others then read it
   data::preprocess(cfg, quiet);
+  if (lead) comm->barrier();
   const json man = read_preprocess_manifest(cfg);
   const std::string manifest_path = (fs::path(cache_dir(cfg)) / "manifest.json").string();
   const fs::path cache = cache_dir(cfg);
@@ -182,7 +230,6 @@ AdaptResult adapt(const AdaptOptions& opts) {
 
   // ---- the starting model --------------------------------------------------------------------
   Start st;
-  const torch::Device dev = pick_device(cfg.device);
   const bool bf16 = kernels::use_bf16_autocast(cfg.train.precision, dev);
   if (!opts.checkpoint.empty()) {
     LoadedModel lm = load_model(opts.checkpoint);
@@ -291,12 +338,17 @@ AdaptResult adapt(const AdaptOptions& opts) {
                    {"max_len", cfg.eval.max_len}};
   fs::create_directories(out);
   const fs::path sweep_file = out / "sweep.json";
+  const fs::path progress_file = out / "progress.jsonl";
   std::map<std::string, json> done;  // key -> progress line
   auto key_of = [](const std::string& task, const std::string& prefix, double lr, int64_t bsz) {
     std::ostringstream s;
     s << task << "|" << prefix << "|" << fmt(lr, "%.17g") << "|" << bsz;
     return s.str();
   };
+  auto key_of_line = [&](const json& j) {
+    return key_of(j.at("task"), j.at("split"), j.at("lr").get<double>(), j.at("batch_size").get<int64_t>());
+  };
+  // Every rank checks that out_dir holds this sweep (or none) before anything is written.
   if (fs::exists(sweep_file)) {
     json old;
     try {
@@ -313,28 +365,89 @@ AdaptResult adapt(const AdaptOptions& opts) {
       for (const auto& k : diff) d += (d.empty() ? "" : ", ") + k;
       throw UsageError(out.string() + " holds another sweep (" + d + " differ); use another --out or remove it");
     }
-    std::ifstream f(out / "progress.jsonl");
-    std::string line;
-    std::string kept;
-    while (std::getline(f, line)) {
-      if (line.empty()) continue;
-      try {
-        json j = json::parse(line);
-        done[key_of(j.at("task"), j.at("split"), j.at("lr").get<double>(), j.at("batch_size").get<int64_t>())] = j;
-        kept += line + "\n";
-      } catch (const json::exception&) {
-        log << "adapt: dropping a torn line of " << (out / "progress.jsonl").string() << "\n";
+  }
+  // Rank 0 collects what earlier invocations finished: progress.jsonl, and the per-rank files of a
+  // distributed sweep that stopped before rank 0 merged them (a torn last line from a crash is
+  // dropped); the other ranks take its account.
+  std::string kept;
+  if (lead) {
+    if (!fs::exists(sweep_file)) io::write_file_atomic(sweep_file, identity.dump(1) + "\n");
+    std::vector<fs::path> rank_files;
+    for (const auto& e : fs::directory_iterator(out)) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind("progress.rank", 0) == 0 && n.size() > 6 && n.substr(n.size() - 6) == ".jsonl") rank_files.push_back(e.path());
+    }
+    std::sort(rank_files.begin(), rank_files.end());
+    std::vector<fs::path> sources = {progress_file};
+    sources.insert(sources.end(), rank_files.begin(), rank_files.end());
+    for (const auto& src : sources) {
+      std::ifstream f(src);
+      for (std::string line; std::getline(f, line);) {
+        if (line.empty()) continue;
+        try {
+          json j = json::parse(line);
+          if (done.emplace(key_of_line(j), j).second) kept += line + "\n";
+        } catch (const json::exception&) {
+          log << "adapt: dropping a torn line of " << src.string() << "\n";
+        }
       }
     }
-    io::write_file_atomic(out / "progress.jsonl", kept);
+    if (fs::exists(progress_file) || !kept.empty()) io::write_file_atomic(progress_file, kept);
+    for (const auto& f : rank_files) fs::remove(f);
     if (!done.empty()) log << "adapt: resuming " << out.string() << ": " << done.size() << " grid points already done\n";
-  } else {
-    io::write_file_atomic(sweep_file, identity.dump(1) + "\n");
+  }
+  if (world > 1) {
+    const auto all = comm->all_gather_strings(kept);
+    if (!lead) {
+      std::istringstream in(all[0]);
+      for (std::string line; std::getline(in, line);)
+        if (!line.empty()) {
+          json j = json::parse(line);
+          done.emplace(key_of_line(j), j);
+        }
+    }
   }
 
-  // ---- outputs -------------------------------------------------------------------------------
+  // ---- fixed routes (computed before any fine-tuning: a route that does not fit fails early) ---
   AdaptResult result;
   json route_info = json::object();
+  std::vector<std::vector<model::LayerRoute>> task_route(plans.size());  // fixed route for one row
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const auto& p = plans[i];
+    if (dynamic) route_info[p.name] = {{"new_embedding", "initialised to the mean of the upstream rows"}};
+    if (!routed || dynamic) continue;
+    auto& route1 = task_route[i];
+    const int64_t L = st.model->num_layers(), E = st.model->options().experts;
+    torch::NoGradGuard ng;
+    if (route_mode == "learned") {
+      model::RouteContext ctx;
+      ctx.training = false;
+      ctx.tau = st.tau;
+      route1 = st.model->routes(torch::tensor({p.id}, torch::kLong).to(dev), ctx);
+    } else if (route_mode == "average") {
+      for (int64_t l = 0; l < L; ++l) route1.push_back({torch::full({1, E}, 1.0 / E).to(dev), torch::Tensor(), false});
+    } else {  // random
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(point_seed(cfg.adapt.seed, p.name, "route", 0, 0));
+      for (int64_t l = 0; l < L; ++l) {
+        auto idx = torch::randint(E, {1, 1}, gen, torch::kLong);
+        route1.push_back({torch::zeros({1, E}).scatter_(1, idx, 1.0).to(dev), idx.to(dev), true});
+      }
+    }
+    json layers = json::array();
+    std::vector<int64_t> hard;
+    for (auto& r : route1) {
+      auto w = r.weights.to(torch::kCPU, torch::kDouble).contiguous();
+      layers.push_back(std::vector<double>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel()));
+      hard.push_back(r.indices.defined() ? r.indices[0][0].item<int64_t>() : w.argmax(1).item<int64_t>());
+    }
+    route_info[p.name] = {{"weights", layers}, {"hard", hard}, {"sparse", !route1.empty() && route1[0].sparse}};
+    if (squeeze_mode)
+      for (auto& r : route1)
+        if (!r.sparse || r.indices.size(1) != 1)
+          throw ConfigError("", "adapt.mode", "squeeze needs top-1 hard routes; the checkpoint's routes are soft");
+  }
+
+  // ---- outputs (rank 0) ------------------------------------------------------------------------
   auto write_outputs = [&]() {
     result.rows.clear();
     json tasks = json::object();
@@ -385,6 +498,7 @@ AdaptResult adapt(const AdaptOptions& opts) {
                       {"grid", {{"lrs", cfg.adapt.lrs}, {"batch_sizes", cfg.adapt.batch_sizes},
                                 {"steps", cfg.adapt.steps}, {"eval_every", cfg.adapt.eval_every}}}};
     result.complete = complete;
+    if (!lead) return;
     std::ostringstream csv;
     csv << "task,split,seed,lr,bsz,best_step,dev,test,selected\n";
     for (const auto& r : result.rows)
@@ -392,6 +506,11 @@ AdaptResult adapt(const AdaptOptions& opts) {
           << r.best_step << "," << fmt(r.dev) << "," << fmt(r.test) << "," << (r.selected ? 1 : 0) << "\n";
     io::write_file_atomic(out / "results.csv", csv.str());
     io::write_file_atomic(out / "summary.json", result.summary.dump(1) + "\n");
+  };
+  auto append_line = [](const fs::path& file, const json& line) {
+    std::ofstream f(file, std::ios::app);
+    f << line.dump() << "\n" << std::flush;
+    if (!f) throw std::runtime_error("cannot append to " + file.string());
   };
 
   // ---- optimisation settings -------------------------------------------------------------------
@@ -402,8 +521,23 @@ AdaptResult adapt(const AdaptOptions& opts) {
   const LossOptions lo = loss_options(cfg, pad);
   const AdamWOptions ao = adamw_options(cfg);
 
+  // ---- the grid points still to run, in grid order ------------------------------------------
+  struct Point {
+    size_t task, split;
+    double lr;
+    int64_t bsz;
+    std::string key;
+  };
+  std::vector<Point> todo;
   int64_t points_total = 0;
-  for (const auto& p : plans) points_total += static_cast<int64_t>(p.splits.size() * cfg.adapt.lrs.size() * cfg.adapt.batch_sizes.size());
+  for (size_t i = 0; i < plans.size(); ++i)
+    for (size_t j = 0; j < plans[i].splits.size(); ++j)
+      for (double lr : cfg.adapt.lrs)
+        for (int64_t bsz : cfg.adapt.batch_sizes) {
+          ++points_total;
+          std::string key = key_of(plans[i].name, plans[i].splits[j].prefix, lr, bsz);
+          if (!done.count(key)) todo.push_back({i, j, lr, bsz, std::move(key)});
+        }
   result.points_total = points_total;
   result.points_reused = static_cast<int64_t>(done.size());
   const int64_t steps_total = points_total * cfg.adapt.steps;
@@ -412,187 +546,239 @@ AdaptResult adapt(const AdaptOptions& opts) {
   log << "adapt: " << st.kind << " start"
       << (opts.checkpoint.empty() ? std::string() : " (" + opts.checkpoint + ")") << ", route " << route_mode
       << (routed ? ", mode " + cfg.adapt.mode : std::string()) << "; " << plans.size() << " tasks, " << points_total
-      << " grid points of " << cfg.adapt.steps << " steps\n";
+      << " grid points of " << cfg.adapt.steps << " steps"
+      << (world > 1 ? "; " + std::to_string(todo.size()) + " to run, handed out to " + std::to_string(world) +
+                          " processes (" + comm->backend() + ", " + opts.launch.launcher + ") one at a time"
+                    : std::string())
+      << "\n";
+
+  // ---- distributed bookkeeping: grid points are claimed one at a time from a counter in the
+  // rendezvous store (so fast ranks take more); every rank appends what it finishes to its own
+  // progress file and publishes it in the store, where rank 0 merges it into progress.jsonl,
+  // results.csv and summary.json as it comes. Waiting on the store never times out while the peers'
+  // heartbeats go on; a peer silent for dist.timeout_s stops the sweep.
+  const std::string ns = "tlmoe/adapt/";
+  const fs::path my_progress = lead ? progress_file : out / ("progress.rank" + std::to_string(rank) + ".jsonl");
+  std::unique_ptr<Heartbeat> heartbeat;
+  if (world > 1) heartbeat = std::make_unique<Heartbeat>(*comm, ns + "alive/" + std::to_string(rank));
+  std::vector<char> merged(todo.size(), 0);
+  auto merge_published = [&]() {  // rank 0
+    const int64_t claimed = std::min<int64_t>(comm->store_add(ns + "claimed", 0), static_cast<int64_t>(todo.size()));
+    bool changed = false;
+    for (int64_t t = 0; t < claimed; ++t) {
+      if (merged[t]) continue;
+      const auto v = comm->store_get(ns + "point/" + std::to_string(t));
+      if (!v) continue;
+      const json j = json::parse(*v);
+      append_line(progress_file, j);
+      done[todo[t].key] = j;
+      merged[t] = 1;
+      steps_done += cfg.adapt.steps;
+      changed = true;
+      bar.message("adapt: rank " + std::to_string(j.value("rank", int64_t{-1})) + " finished " + todo[t].key +
+                  ": dev " + fmt(from_num(j.at("dev")), "%.4f") + ", test " + fmt(from_num(j.at("test")), "%.4f"));
+    }
+    if (changed) write_outputs();
+  };
 
   const State start_state = snapshot(*st.model, false);
   int64_t run_now = 0;
-  bool stopped = false;
-  for (const auto& p : plans) {
-    if (stopped) break;
-    // ---- the task's route and working model ----
-    model::TLMoEModel work = st.model;
-    std::vector<model::LayerRoute> route1;  // fixed route for one row
-    if (routed && !dynamic) {
-      const int64_t L = st.model->num_layers(), E = st.model->options().experts;
-      torch::NoGradGuard ng;
-      if (route_mode == "learned") {
-        model::RouteContext ctx;
-        ctx.training = false;
-        ctx.tau = st.tau;
-        route1 = st.model->routes(torch::tensor({p.id}, torch::kLong).to(dev), ctx);
-      } else if (route_mode == "average") {
-        for (int64_t l = 0; l < L; ++l) route1.push_back({torch::full({1, E}, 1.0 / E).to(dev), torch::Tensor(), false});
-      } else {  // random
-        auto gen = at::make_generator<at::CPUGeneratorImpl>(point_seed(cfg.adapt.seed, p.name, "route", 0, 0));
-        for (int64_t l = 0; l < L; ++l) {
-          auto idx = torch::randint(E, {1, 1}, gen, torch::kLong);
-          route1.push_back({torch::zeros({1, E}).scatter_(1, idx, 1.0).to(dev), idx.to(dev), true});
-        }
-      }
-      json layers = json::array();
-      std::vector<int64_t> hard;
-      for (auto& r : route1) {
-        auto w = r.weights.to(torch::kCPU, torch::kDouble).contiguous();
-        layers.push_back(std::vector<double>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel()));
-        hard.push_back(r.indices.defined() ? r.indices[0][0].item<int64_t>() : w.argmax(1).item<int64_t>());
-      }
-      route_info[p.name] = {{"weights", layers}, {"hard", hard}, {"sparse", !route1.empty() && route1[0].sparse}};
+  size_t cur_task = SIZE_MAX, cur_split = SIZE_MAX;
+  model::TLMoEModel work = st.model;
+  State initial;
+  torch::Tensor new_row;
+  EvalSet train_set, dev_set, test_set;
+  while (!(opts.stop_after_points > 0 && run_now >= opts.stop_after_points)) {
+    const int64_t t = comm->store_add(ns + "claimed", 1) - 1;
+    if (t >= static_cast<int64_t>(todo.size())) break;
+    const Point& pt = todo[t];
+    const TaskPlan& p = plans[pt.task];
+    const SplitFiles& s = p.splits[pt.split];
+    const double lr = pt.lr;
+    const int64_t bsz = pt.bsz;
+    const auto& route1 = task_route[pt.task];
+    if (pt.task != cur_task) {  // the task's working model
+      cur_task = pt.task;
+      cur_split = SIZE_MAX;
+      work = st.model;
       if (squeeze_mode) {
-        for (auto& r : route1)
-          if (!r.sparse || r.indices.size(1) != 1)
-            throw ConfigError("", "adapt.mode", "squeeze needs top-1 hard routes; the checkpoint's routes are soft");
-        work = squeeze_to_dense(st.model, hard, st.mcfg);
+        work = squeeze_to_dense(st.model, route_info[p.name]["hard"].get<std::vector<int64_t>>(), st.mcfg);
         work->to(dev);
-        route1.clear();
+      }
+      initial = work.ptr() == st.model.ptr() ? start_state : snapshot(*work, false);
+      if (dynamic) {
+        torch::NoGradGuard ng;
+        std::vector<int64_t> up;
+        for (const auto& tn : splits.train) {
+          auto it = std::find(st.tasks.begin(), st.tasks.end(), tn);
+          if (it != st.tasks.end()) up.push_back(it - st.tasks.begin());
+        }
+        new_row = up.empty() ? torch::zeros_like(st.model->task_table->weight[0])
+                             : st.model->task_table->weight.index_select(0, torch::tensor(up, torch::kLong).to(dev)).mean(0);
       }
     }
-    const State initial = work.ptr() == st.model.ptr() ? start_state : snapshot(*work, false);
-    torch::Tensor new_row;
+    if (pt.split != cur_split) {
+      cur_split = pt.split;
+      const int64_t tid = std::max<int64_t>(p.id, 0);
+      train_set = load_eval_set(cache, *s.train, p.name, tid, p.metric);
+      dev_set = load_eval_set(cache, *s.dev, p.name, tid, p.metric);
+      test_set = load_eval_set(cache, *s.test, p.name, tid, p.metric);
+      if (train_set.examples.empty()) throw DataError(s.train->at("source").get<std::string>(), 0, "no examples");
+    }
+    // squeezed models run dense: no route
+    const std::vector<model::LayerRoute> no_route;
+    const auto& fixed = squeeze_mode ? no_route : route1;
+    RouteFn fixed_routes = [&fixed](const torch::Tensor& ids) { return expand(fixed, ids.size(0)); };
+
+    const auto t0 = std::chrono::steady_clock::now();
+    torch::manual_seed(point_seed(cfg.adapt.seed, p.name, s.prefix, lr, bsz));
+    restore(*work, initial);
+    for (auto& prm : work->parameters()) prm.set_requires_grad(true);
+    for (auto& np : work->named_parameters(true))
+      if (np.key().rfind("router.", 0) == 0) np.value().set_requires_grad(false);
     if (dynamic) {
       torch::NoGradGuard ng;
-      std::vector<int64_t> up;
-      for (const auto& t : splits.train) {
-        auto it = std::find(st.tasks.begin(), st.tasks.end(), t);
-        if (it != st.tasks.end()) up.push_back(it - st.tasks.begin());
+      work->task_table->weight[p.id].copy_(new_row);
+    }
+    GroupSpec gs;
+    gs.lr = lr;
+    gs.router_lr = 0;
+    gs.task_lr = dynamic ? cfg.train.task_lr : 0;
+    gs.weight_decay = cfg.train.weight_decay;
+    gs.freeze_task_table = !dynamic;
+    gs.reference_compat = cfg.reference_compat;
+    AdamW opt(build_param_groups(*work, gs), ao);
+    auto clip = clip_params(opt.groups(), *work, cfg.reference_compat);
+    BatchingOptions bo;
+    bo.batch_size = bsz;
+    bo.seed = point_seed(cfg.adapt.seed, p.name, s.prefix, lr, bsz);
+    bo.length_bucketing = false;
+    bo.pad_id = pad;
+    bo.decoder_start_id = start_id;
+    MultiTaskBatcher batcher(train_set.examples, bo);
+    const RouteFn eval_routes = dynamic ? model_routes(work, st.tau, bo.seed) : fixed_routes;
+
+    double best_dev = -INFINITY;
+    int64_t best_step = 0;
+    State best;
+    json curve = json::array();
+    work->train();
+    auto tl = std::chrono::steady_clock::now();
+    for (int64_t step = 1; step <= cfg.adapt.steps; ++step) {
+      Batch b = batcher.next();
+      b.input_ids = b.input_ids.to(dev);
+      b.input_mask = b.input_mask.to(dev);
+      b.decoder_input_ids = b.decoder_input_ids.to(dev);
+      b.target_ids = b.target_ids.to(dev);
+      b.task_ids = b.task_ids.to(dev);
+      std::vector<model::LayerRoute> routes;
+      if (dynamic) {
+        model::RouteContext ctx;
+        ctx.training = true;
+        ctx.tau = st.tau;
+        routes = work->routes(b.task_ids, ctx);
+      } else {
+        routes = expand(fixed, b.input_ids.size(0));
       }
-      new_row = up.empty() ? torch::zeros_like(st.model->task_table->weight[0])
-                           : st.model->task_table->weight.index_select(0, torch::tensor(up, torch::kLong).to(dev)).mean(0);
-      route_info[p.name] = {{"new_embedding", "initialised to the mean of the upstream rows"}};
-    }
-    RouteFn fixed_routes = [&route1](const torch::Tensor& ids) { return expand(route1, ids.size(0)); };
-
-    for (const auto& s : p.splits) {
-      if (stopped) break;
-      EvalSet train_set, dev_set, test_set;
-      bool loaded = false;
-      for (double lr : cfg.adapt.lrs)
-        for (int64_t bsz : cfg.adapt.batch_sizes) {
-          if (stopped) break;
-          const std::string key = key_of(p.name, s.prefix, lr, bsz);
-          if (done.count(key)) continue;
-          if (!loaded) {
-            const int64_t tid = std::max<int64_t>(p.id, 0);
-            train_set = load_eval_set(cache, *s.train, p.name, tid, p.metric);
-            dev_set = load_eval_set(cache, *s.dev, p.name, tid, p.metric);
-            test_set = load_eval_set(cache, *s.test, p.name, tid, p.metric);
-            if (train_set.examples.empty()) throw DataError(s.train->at("source").get<std::string>(), 0, "no examples");
-            loaded = true;
-          }
-          const auto t0 = std::chrono::steady_clock::now();
-          torch::manual_seed(point_seed(cfg.adapt.seed, p.name, s.prefix, lr, bsz));
-          restore(*work, initial);
-          for (auto& prm : work->parameters()) prm.set_requires_grad(true);
-          for (auto& np : work->named_parameters(true))
-            if (np.key().rfind("router.", 0) == 0) np.value().set_requires_grad(false);
-          if (dynamic) {
-            torch::NoGradGuard ng;
-            work->task_table->weight[p.id].copy_(new_row);
-          }
-          GroupSpec gs;
-          gs.lr = lr;
-          gs.router_lr = 0;
-          gs.task_lr = dynamic ? cfg.train.task_lr : 0;
-          gs.weight_decay = cfg.train.weight_decay;
-          gs.freeze_task_table = !dynamic;
-          gs.reference_compat = cfg.reference_compat;
-          AdamW opt(build_param_groups(*work, gs), ao);
-          auto clip = clip_params(opt.groups(), *work, cfg.reference_compat);
-          BatchingOptions bo;
-          bo.batch_size = bsz;
-          bo.seed = point_seed(cfg.adapt.seed, p.name, s.prefix, lr, bsz);
-          bo.length_bucketing = false;
-          bo.pad_id = pad;
-          bo.decoder_start_id = start_id;
-          MultiTaskBatcher batcher(train_set.examples, bo);
-          const RouteFn eval_routes = dynamic ? model_routes(work, st.tau, bo.seed) : fixed_routes;
-
-          double best_dev = -INFINITY;
-          int64_t best_step = 0;
-          State best;
-          json curve = json::array();
-          work->train();
-          auto tl = std::chrono::steady_clock::now();
-          for (int64_t step = 1; step <= cfg.adapt.steps; ++step) {
-            Batch b = batcher.next();
-            b.input_ids = b.input_ids.to(dev);
-            b.input_mask = b.input_mask.to(dev);
-            b.decoder_input_ids = b.decoder_input_ids.to(dev);
-            b.target_ids = b.target_ids.to(dev);
-            b.task_ids = b.task_ids.to(dev);
-            std::vector<model::LayerRoute> routes;
-            if (dynamic) {
-              model::RouteContext ctx;
-              ctx.training = true;
-              ctx.tau = st.tau;
-              routes = work->routes(b.task_ids, ctx);
-            } else {
-              routes = expand(route1, b.input_ids.size(0));
-            }
-            torch::Tensor logits;
-            {
-              kernels::AutocastGuard amp(bf16, dev);
-              logits = work->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
-            }
-            auto r = label_smoothed_nll(logits, b.target_ids, lo);  // fp32
-            const double loss = r.loss.item<double>();
-            if (!std::isfinite(loss))
-              throw std::runtime_error("adapt: non-finite loss for " + p.name + " " + s.prefix + " lr " + fmt(lr, "%g") +
-                                       " bsz " + std::to_string(bsz) + " at step " + std::to_string(step));
-            r.loss.backward();
-            clip_grad_norm(clip, cfg.train.clip_norm);
-            opt.step(linear_warmup_decay(step - 1, cfg.adapt.warmup_steps, cfg.adapt.steps));
-            opt.zero_grad();
-            ++steps_done;
-            const auto now = std::chrono::steady_clock::now();
-            const double dt = std::chrono::duration<double>(now - tl).count();
-            tl = now;
-            bar.update(steps_done, r.tokens ? loss / (lo.reduction == "sum" ? static_cast<double>(r.tokens) : 1.0) : 0.0,
-                       dt > 0 ? static_cast<double>(b.target_tokens) / dt : 0.0,
-                       {{"task", p.name}, {"split", std::to_string(s.seed)}, {"lr", fmt(lr, "%g")}, {"bsz", std::to_string(bsz)}});
-            if (step % cfg.adapt.eval_every == 0 || step == cfg.adapt.steps) {
-              auto preds = predict(*work, dev_set.examples, eval_routes, *tok, g, cfg.eval.batch_size, dev);
-              const double sc = score_predictions(dev_set, preds, mo).score;
-              curve.push_back({{"step", step}, {"dev", num(sc)}});
-              if (sc > best_dev) {
-                best_dev = sc;
-                best_step = step;
-                best = snapshot(*work, true);
-              }
-              work->train();
-            }
-          }
-          if (!best.empty()) restore(*work, best);
-          auto preds = predict(*work, test_set.examples, eval_routes, *tok, g, cfg.eval.batch_size, dev);
-          const TaskScore ts = score_predictions(test_set, preds, mo);
-          const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          json line = {{"task", p.name},   {"split", s.prefix},  {"seed", s.seed},         {"lr", lr},
-                       {"batch_size", bsz}, {"best_step", best_step}, {"dev", num(best_dev)}, {"test", num(ts.score)},
-                       {"test_unparsable", ts.unparsable}, {"dev_curve", curve}, {"seconds", secs}};
-          {
-            std::ofstream f(out / "progress.jsonl", std::ios::app);
-            f << line.dump() << "\n" << std::flush;
-            if (!f) throw std::runtime_error("cannot append to " + (out / "progress.jsonl").string());
-          }
-          done[key] = line;
-          write_outputs();
-          ++run_now;
-          if (opts.stop_after_points > 0 && run_now >= opts.stop_after_points) stopped = true;
+      torch::Tensor logits;
+      {
+        kernels::AutocastGuard amp(bf16, dev);
+        logits = work->forward(b.input_ids, b.input_mask, b.decoder_input_ids, routes);
+      }
+      auto r = label_smoothed_nll(logits, b.target_ids, lo);  // fp32
+      const double loss = r.loss.item<double>();
+      if (!std::isfinite(loss))
+        throw std::runtime_error("adapt: non-finite loss for " + p.name + " " + s.prefix + " lr " + fmt(lr, "%g") +
+                                 " bsz " + std::to_string(bsz) + " at step " + std::to_string(step));
+      r.loss.backward();
+      clip_grad_norm(clip, cfg.train.clip_norm);
+      opt.step(linear_warmup_decay(step - 1, cfg.adapt.warmup_steps, cfg.adapt.steps));
+      opt.zero_grad();
+      ++steps_done;
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - tl).count();
+      tl = now;
+      bar.update(steps_done, r.tokens ? loss / (lo.reduction == "sum" ? static_cast<double>(r.tokens) : 1.0) : 0.0,
+                 dt > 0 ? static_cast<double>(b.target_tokens) / dt : 0.0,
+                 {{"task", p.name}, {"split", std::to_string(s.seed)}, {"lr", fmt(lr, "%g")}, {"bsz", std::to_string(bsz)}});
+      if (step % cfg.adapt.eval_every == 0 || step == cfg.adapt.steps) {
+        auto preds = predict(*work, dev_set.examples, eval_routes, *tok, g, cfg.eval.batch_size, dev);
+        const double sc = score_predictions(dev_set, preds, mo).score;
+        curve.push_back({{"step", step}, {"dev", num(sc)}});
+        if (sc > best_dev) {
+          best_dev = sc;
+          best_step = step;
+          best = snapshot(*work, true);
         }
+        work->train();
+      }
     }
+    if (!best.empty()) restore(*work, best);
+    auto preds = predict(*work, test_set.examples, eval_routes, *tok, g, cfg.eval.batch_size, dev);
+    const TaskScore ts = score_predictions(test_set, preds, mo);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json line = {{"task", p.name},   {"split", s.prefix},  {"seed", s.seed},         {"lr", lr},
+                 {"batch_size", bsz}, {"best_step", best_step}, {"dev", num(best_dev)}, {"test", num(ts.score)},
+                 {"test_unparsable", ts.unparsable}, {"dev_curve", curve}, {"seconds", secs}, {"rank", rank}};
+    append_line(my_progress, line);
+    if (lead) {
+      merged[t] = 1;
+      done[pt.key] = line;
+      write_outputs();
+      if (world > 1) merge_published();
+    } else {
+      comm->store_set(ns + "point/" + std::to_string(t), line.dump());
+    }
+    ++run_now;
+  }
+
+  // ---- the end: rank 0 merges every rank's points; the others wait for that, then leave ----------
+  result.points_run = run_now;
+  if (world > 1) {
+    if (!lead) {
+      comm->store_set(ns + "finished/" + std::to_string(rank), std::to_string(run_now));
+      while (!comm->store_get(ns + "merged")) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::error_code ec;
+      fs::remove(my_progress, ec);  // merged into progress.jsonl by rank 0
+    } else {
+      std::vector<std::string> last(static_cast<size_t>(world));
+      std::vector<std::chrono::steady_clock::time_point> seen(static_cast<size_t>(world), std::chrono::steady_clock::now());
+      std::vector<int64_t> finished(static_cast<size_t>(world), -1);
+      while (true) {
+        merge_published();
+        bool all = true;
+        for (int64_t r = 1; r < world; ++r) {
+          if (finished[r] >= 0) continue;
+          if (const auto f = comm->store_get(ns + "finished/" + std::to_string(r))) {
+            finished[r] = std::stoll(*f);
+            continue;
+          }
+          all = false;
+          const auto now = std::chrono::steady_clock::now();
+          const std::string beat = comm->store_get(ns + "alive/" + std::to_string(r)).value_or("");
+          if (beat != last[r]) {
+            last[r] = beat;
+            seen[r] = now;
+          } else if (std::chrono::duration<double>(now - seen[r]).count() > cfg.dist.timeout_s) {
+            bar.finish();
+            throw std::runtime_error(
+                "adapt: rank " + std::to_string(r) + " of " + std::to_string(world) +
+                " stopped answering (no heartbeat for dist.timeout_s = " + fmt(cfg.dist.timeout_s, "%g") +
+                " s); this rank stops. Every grid point finished so far is kept in " + progress_file.string() +
+                " and the per-rank progress files next to it: rerun the same command to continue.");
+          }
+        }
+        if (all) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      merge_published();  // every rank published before it said it had finished
+      for (int64_t r = 1; r < world; ++r) result.points_run += finished[r];
+      comm->store_set(ns + "merged", "1");
+    }
+    comm->barrier();  // rank 0 keeps the store up until every rank has seen the merge
   }
   bar.finish();
   write_outputs();
-  result.points_run = run_now;
   return result;
 }
 

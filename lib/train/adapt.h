@@ -47,6 +47,7 @@
 
 #include "config/config.h"
 #include "model/tlmoe_model.h"
+#include "train/dist.h"
 
 namespace tlmoe::train {
 
@@ -57,7 +58,10 @@ struct AdaptOptions {
   std::vector<std::string> tasks;  // empty: the split file's "test" tasks
   std::ostream* log = nullptr;
   bool plain_progress = false;
-  int64_t stop_after_points = 0;   // > 0: stop after this many grid points of this invocation
+  int64_t stop_after_points = 0;   // > 0: stop after this many grid points of this invocation (per process)
+  // The launch contract (dist::read_launch_env). world_size > 1: the grid points are handed out
+  // to the processes one at a time; rank 0 merges every result and writes the output files.
+  dist::LaunchEnv launch;
 };
 
 struct AdaptRow {

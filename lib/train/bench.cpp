@@ -30,6 +30,7 @@ struct Variant {
   double best_fwd_tps = 0;  // inference forward (no grad, eval mode), mixed-task batches
   double best_fwd1_tps = 0; // the same on single-task batches (how eval and adapt score a task)
   std::array<double, 3> phase_s{};  // forward, backward, optimizer seconds per step (best round)
+  bool dense = false;               // every expert runs
 };
 
 int64_t count_params(torch::nn::Module& m) {
@@ -81,18 +82,22 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   const int64_t V = base.tokenizer.vocab_size, pad = 1, B = base.train.batch_size;
   const torch::Device dev = pick_device(base.device);
   const bool bf16 = kernels::use_bf16_autocast(base.train.precision, dev);
-  std::vector<Variant> vs(3);
+  std::vector<Variant> vs(o.skip_dense ? 2 : 3);
   vs[0].name = "vanilla (m=1)";
   vs[0].cfg = base;
   vs[0].cfg.model.experts = 1;
-  vs[1].name = "dense MoE (m=" + std::to_string(base.model.experts) + ", dense_st)";
-  vs[1].cfg = base;
-  vs[1].cfg.routing.selection = "gumbel_st";
-  vs[1].cfg.routing.estimator = "dense_st";
-  vs[2].name = "sparse top-1 MoE (m=" + std::to_string(base.model.experts) + ", sparse)";
-  vs[2].cfg = base;
-  vs[2].cfg.routing.selection = "gumbel_st";
-  vs[2].cfg.routing.estimator = "sparse";
+  if (!o.skip_dense) {
+    vs[1].name = "dense MoE (m=" + std::to_string(base.model.experts) + ", dense_st)";
+    vs[1].cfg = base;
+    vs[1].cfg.routing.selection = "gumbel_st";
+    vs[1].cfg.routing.estimator = "dense_st";
+    vs[1].dense = true;
+  }
+  auto& sp = vs.back();
+  sp.name = "sparse top-1 MoE (m=" + std::to_string(base.model.experts) + ", sparse)";
+  sp.cfg = base;
+  sp.cfg.routing.selection = "gumbel_st";
+  sp.cfg.routing.estimator = "sparse";
   for (auto& v : vs) {
     v.cfg.routing.baseline = "none";
     v.cfg.model.dropout = base.model.dropout;
@@ -198,7 +203,7 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   for (size_t i = 0; i < vs.size(); ++i) {
     auto& v = vs[i];
     // achieved model FLOP rate: the variant's own work (dense runs every expert)
-    const double flops = train_step_flops(model::model_options(v.cfg, V, pad), B, o.src_len, o.tgt_len, i == 1);
+    const double flops = train_step_flops(model::model_options(v.cfg, V, pad), B, o.src_len, o.tgt_len, v.dense);
     const double steps_per_s = v.best_tps / tokens_per_step;
     nlohmann::json j = {{"name", v.name},
                                {"tokens_per_s", v.best_tps},

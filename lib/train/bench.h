@@ -19,6 +19,7 @@ struct BenchTrainOptions {
   int64_t tgt_len = 16;
   int64_t num_tasks = 32;
   double peak_tflops = 0;     // the device's peak (dense bf16 on GPU) for model FLOP utilisation; 0: not reported
+  bool skip_dense = false;    // leave the dense MoE out (it costs m times the compute: slow at large sizes on CPU)
 };
 
 // Returns {"machine":..., "config":..., "variants": [{"name", "tokens_per_s", "ratio_to_vanilla", "params"}]}

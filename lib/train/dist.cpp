@@ -12,6 +12,7 @@
 #endif
 
 #include <csignal>
+#include <cstring>
 #include <chrono>
 #include <cstdlib>
 #include <map>
@@ -59,6 +60,27 @@ class LocalCommunicator final : public Communicator {
   void broadcast(std::vector<torch::Tensor>&) override {}
   void all_reduce_sum(std::vector<torch::Tensor>&) override {}
   void barrier() override {}
+  std::unique_ptr<Pending> start_all_reduce_sum(torch::Tensor) override {
+    struct Done final : Pending {
+      void wait() override {}
+    };
+    return std::make_unique<Done>();
+  }
+  void store_set(const std::string& key, const std::string& value) override { store_[key] = value; }
+  std::optional<std::string> store_get(const std::string& key) override {
+    auto it = store_.find(key);
+    if (it == store_.end()) return std::nullopt;
+    return it->second;
+  }
+  int64_t store_add(const std::string& key, int64_t delta) override {
+    auto it = store_.find(key);
+    const int64_t v = (it == store_.end() ? 0 : std::stoll(it->second)) + delta;
+    store_[key] = std::to_string(v);
+    return v;
+  }
+
+ private:
+  std::map<std::string, std::string> store_;
 };
 
 constexpr int64_t kBucketBytes = 32 << 20;
@@ -66,9 +88,9 @@ constexpr int64_t kBucketBytes = 32 << 20;
 class C10dCommunicator final : public Communicator {
  public:
   C10dCommunicator(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::Backend> pg, int64_t rank,
-                   int64_t size, std::string name, double timeout_s)
+                   int64_t size, std::string name, double timeout_s, torch::Device device)
       : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), size_(size), name_(std::move(name)),
-        timeout_s_(timeout_s) {}
+        timeout_s_(timeout_s), device_(device) {}
 
   int64_t rank() const override { return rank_; }
   int64_t size() const override { return size_; }
@@ -97,6 +119,64 @@ class C10dCommunicator final : public Communicator {
     } catch (const std::exception& e) {
       fail("barrier", e);
     }
+  }
+
+  void store_set(const std::string& key, const std::string& value) override {
+    try {
+      store_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+    } catch (const std::exception& e) {
+      fail("store set", e);
+    }
+  }
+
+  std::optional<std::string> store_get(const std::string& key) override {
+    try {
+      if (!store_->check({key})) return std::nullopt;
+      const auto v = store_->get(key);
+      return std::string(v.begin(), v.end());
+    } catch (const std::exception& e) {
+      fail("store get", e);
+    }
+  }
+
+  int64_t store_add(const std::string& key, int64_t delta) override {
+    try {
+      return store_->add(key, delta);
+    } catch (const std::exception& e) {
+      fail("store add", e);
+    }
+  }
+
+  std::unique_ptr<Pending> start_all_reduce_sum(torch::Tensor flat) override {
+    struct InFlight final : Pending {
+      const C10dCommunicator* comm;
+      c10::intrusive_ptr<c10d::Work> work;
+      torch::Tensor target, staged;  // staged: a device copy when NCCL gets a host tensor
+      void wait() override {
+        try {
+          work->wait();
+        } catch (const std::exception& e) {
+          comm->fail("all_reduce", e);
+        }
+        if (staged.defined()) target.copy_(staged);
+      }
+    };
+    auto p = std::make_unique<InFlight>();
+    p->comm = this;
+    p->target = flat;
+    std::vector<at::Tensor> v = {flat};
+    if (needs_staging(flat)) {
+      p->staged = flat.to(device_);
+      v = {p->staged};
+    }
+    try {
+      c10d::AllreduceOptions o;
+      o.reduceOp = c10d::ReduceOp::SUM;
+      p->work = pg_->allreduce(v, o);
+    } catch (const std::exception& e) {
+      fail("all_reduce", e);
+    }
+    return p;
   }
 
  private:
@@ -140,6 +220,7 @@ class C10dCommunicator final : public Communicator {
         std::vector<at::Tensor> parts;
         for (size_t i : b.members) parts.push_back(tensors[i].detach().reshape({-1}));
         b.flat = {parts.size() == 1 ? parts[0].clone() : torch::cat(parts)};
+        if (needs_staging(b.flat[0])) b.flat[0] = b.flat[0].to(device_);  // NCCL reduces device memory only
         b.work = start(b.flat);
       }
       for (auto& b : buckets) b.work->wait();
@@ -157,11 +238,14 @@ class C10dCommunicator final : public Communicator {
     }
   }
 
+  bool needs_staging(const torch::Tensor& t) const { return name_ == "nccl" && !t.is_cuda(); }
+
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> pg_;
   int64_t rank_, size_;
   std::string name_;
   double timeout_s_;
+  torch::Device device_;
 };
 
 bool is_loopback(const std::string& a) { return a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1"; }
@@ -274,7 +358,132 @@ std::unique_ptr<Communicator> connect(const LaunchEnv& env, const DistConfig& cf
                              std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
                              " within dist.timeout_s = " + seconds(cfg.timeout_s) + " s (" + message_of(e) + ")");
   }
-  return std::make_unique<C10dCommunicator>(store, pg, env.rank, env.world_size, backend, cfg.timeout_s);
+  return std::make_unique<C10dCommunicator>(store, pg, env.rank, env.world_size, backend, cfg.timeout_s, device);
+}
+
+std::vector<std::string> Communicator::all_gather_strings(const std::string& mine) {
+  const int64_t world = size(), me = rank();
+  if (world == 1) return {mine};
+  std::vector<torch::Tensor> lengths = {torch::zeros({world}, torch::kLong)};
+  lengths[0][me] = static_cast<int64_t>(mine.size());
+  all_reduce_sum(lengths);
+  std::vector<int64_t> len(static_cast<size_t>(world)), off(static_cast<size_t>(world) + 1, 0);
+  for (int64_t r = 0; r < world; ++r) {
+    len[r] = lengths[0][r].item<int64_t>();
+    off[r + 1] = off[r] + len[r];
+  }
+  std::vector<torch::Tensor> bytes = {torch::zeros({std::max<int64_t>(1, off[world])}, torch::kUInt8)};
+  std::memcpy(bytes[0].data_ptr<uint8_t>() + off[me], mine.data(), mine.size());
+  all_reduce_sum(bytes);
+  const auto* b = bytes[0].data_ptr<uint8_t>();
+  std::vector<std::string> out;
+  for (int64_t r = 0; r < world; ++r) out.emplace_back(reinterpret_cast<const char*>(b + off[r]), static_cast<size_t>(len[r]));
+  return out;
+}
+
+// ---- GradReducer ---------------------------------------------------------------------------------
+
+namespace {
+
+struct ReducerHook final : torch::autograd::PostAccumulateGradHook {
+  ReducerHook(GradReducer* r, size_t i) : reducer(r), param(i) {}
+  void operator()(const torch::autograd::Variable&) override { reducer->on_gradient(param); }
+  GradReducer* reducer;
+  size_t param;
+};
+
+}  // namespace
+
+GradReducer::GradReducer(std::vector<torch::Tensor> params, Communicator& comm, int64_t bucket_bytes)
+    : params_(std::move(params)), comm_(comm), where_(params_.size()), filled_(params_.size(), 0) {
+  std::map<std::pair<int, std::string>, size_t> open;  // (dtype, device) -> the bucket being filled
+  for (size_t j = params_.size(); j-- > 0;) {
+    const auto& p = params_[j];
+    const std::pair<int, std::string> key{static_cast<int>(p.scalar_type()), p.device().str()};
+    const int64_t elem = static_cast<int64_t>(p.element_size());
+    auto it = open.find(key);
+    if (it == open.end() || (buckets_[it->second].total + p.numel()) * elem > bucket_bytes) {
+      buckets_.emplace_back();
+      open[key] = buckets_.size() - 1;
+      it = open.find(key);
+    }
+    Bucket& b = buckets_[it->second];
+    where_[j] = {it->second, b.members.size()};
+    b.members.push_back(j);
+    b.offsets.push_back(b.total);
+    b.total += p.numel();
+  }
+  for (size_t j = 0; j < params_.size(); ++j)
+    torch::autograd::impl::set_post_acc_grad_hooks(params_[j], std::make_unique<ReducerHook>(this, j));
+}
+
+GradReducer::~GradReducer() {
+  for (auto& p : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+}
+
+void GradReducer::arm() {
+  for (auto& b : buckets_) {
+    const auto& p = params_[b.members.front()];
+    b.flat = torch::empty({b.total + static_cast<int64_t>(b.members.size())}, p.options().requires_grad(false));
+    b.missing = static_cast<int64_t>(b.members.size());
+    b.pending.reset();
+  }
+  std::fill(filled_.begin(), filled_.end(), 0);
+  next_ = 0;
+  started_early_ = 0;
+  armed_ = true;
+}
+
+void GradReducer::fill(Bucket& b, size_t k) {
+  torch::NoGradGuard ng;
+  const auto& p = params_[b.members[k]];
+  auto slot = b.flat.narrow(0, b.offsets[k], p.numel());
+  const auto& g = p.grad();
+  if (g.defined()) slot.copy_(g.reshape({-1}));
+  else slot.zero_();
+  b.flat.narrow(0, b.total + static_cast<int64_t>(k), 1).fill_(g.defined() ? 1.0 : 0.0);
+  filled_[b.members[k]] = 1;
+  --b.missing;
+}
+
+void GradReducer::start_ready() {
+  while (next_ < buckets_.size() && buckets_[next_].missing == 0) {
+    buckets_[next_].pending = comm_.start_all_reduce_sum(buckets_[next_].flat);
+    ++next_;
+  }
+}
+
+void GradReducer::on_gradient(size_t param) {
+  if (!armed_ || filled_[param]) return;
+  auto [bi, k] = where_[param];
+  fill(buckets_[bi], k);
+  if (buckets_[bi].missing == 0) {
+    const size_t before = next_;
+    start_ready();
+    started_early_ += static_cast<int64_t>(next_ - before);
+  }
+}
+
+void GradReducer::finish() {
+  if (!armed_) arm();
+  armed_ = false;  // the hooks stop here: what backward left out is filled below
+  for (auto& b : buckets_)
+    for (size_t k = 0; k < b.members.size(); ++k)
+      if (!filled_[b.members[k]]) fill(b, k);
+  start_ready();
+  for (auto& b : buckets_) b.pending->wait();
+  torch::NoGradGuard ng;
+  for (auto& b : buckets_) {
+    const auto used = b.flat.narrow(0, b.total, static_cast<int64_t>(b.members.size())).to(torch::kCPU, torch::kDouble);
+    const auto* u = used.data_ptr<double>();
+    for (size_t k = 0; k < b.members.size(); ++k) {
+      if (u[k] == 0.0) continue;  // no rank produced this gradient
+      auto p = params_[b.members[k]];
+      auto sum = b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes());
+      if (p.grad().defined()) p.mutable_grad().copy_(sum);
+      else p.mutable_grad() = sum.clone();
+    }
+  }
 }
 
 std::pair<int64_t, int64_t> shard_rows(int64_t rows, int64_t rank, int64_t world) {

@@ -59,6 +59,76 @@ class Communicator {
   // (at most bucket_bytes each), all buckets are sent before the first is waited for.
   virtual void all_reduce_sum(std::vector<torch::Tensor>& tensors) = 0;
   virtual void barrier() = 0;
+
+  // One in-flight all-reduce; wait() blocks until the sum is in the tensor it was started on and
+  // throws like the blocking collectives.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  // Starts an in-place elementwise sum over ranks of one contiguous tensor and returns at once.
+  // Every rank must start its collectives in the same order.
+  virtual std::unique_ptr<Pending> start_all_reduce_sum(torch::Tensor flat) = 0;
+
+  // The rendezvous store (c10d's TCPStore, hosted by rank 0; a map in a world of one): small
+  // values by key, for coordination that must not time out while the peers are busy. Throws
+  // std::runtime_error (naming the rank and dist.timeout_s) when the store's host is gone.
+  virtual void store_set(const std::string& key, const std::string& value) = 0;
+  virtual std::optional<std::string> store_get(const std::string& key) = 0;  // nullopt: not set (never waits)
+  virtual int64_t store_add(const std::string& key, int64_t delta) = 0;       // the new value
+
+  // Every rank's `mine`, indexed by rank, on every rank (two all-reduces: lengths, then bytes).
+  std::vector<std::string> all_gather_strings(const std::string& mine);
+};
+
+// Sums the gradients of `params` over the ranks, bucketed like torch DDP: parameters in reverse
+// order (the order backward produces their gradients), grouped by dtype and device into flat
+// buckets of at most bucket_bytes. When armed, a post-accumulate-grad hook on every parameter
+// copies its finished gradient into its bucket, and a bucket whose gradients are all in starts
+// its all-reduce at once (buckets always start in index order, so every rank issues the same
+// collectives in the same order) while backward goes on. finish() starts the buckets still
+// missing gradients (parameters this rank did not reach count as zeros), waits for all, and
+// writes the sums into .grad. A gradient undefined on every rank stays undefined (AdamW skips the
+// parameter, as one process with the whole batch would); one defined on any rank is defined
+// everywhere. Unarmed, finish() reduces everything after backward: the same sums, no overlap.
+class GradReducer {
+ public:
+  GradReducer(std::vector<torch::Tensor> params, Communicator& comm, int64_t bucket_bytes);
+  ~GradReducer();
+  GradReducer(const GradReducer&) = delete;
+  GradReducer& operator=(const GradReducer&) = delete;
+
+  // The next backward is the last before finish(): reduce buckets as their gradients complete.
+  void arm();
+  void finish();
+
+  int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  // Buckets of the last finish() whose all-reduce had started before finish() was called.
+  int64_t started_during_backward() const { return started_early_; }
+
+  void on_gradient(size_t param);  // called by the hooks
+
+ private:
+  struct Bucket {
+    std::vector<size_t> members;
+    std::vector<int64_t> offsets;  // of each member's gradient in flat; its used flag sits at total + k
+    int64_t total = 0;             // gradient elements
+    torch::Tensor flat;            // [total + members]
+    int64_t missing = 0;
+    std::unique_ptr<Communicator::Pending> pending;
+  };
+  void fill(Bucket& b, size_t k);  // copy member k's gradient (or zeros) into flat
+  void start_ready();              // start consecutive complete buckets from next_
+
+  std::vector<torch::Tensor> params_;
+  Communicator& comm_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::pair<size_t, size_t>> where_;  // param -> (bucket, member)
+  std::vector<char> filled_;
+  size_t next_ = 0;
+  bool armed_ = false;
+  int64_t started_early_ = 0;
 };
 
 // world_size 1: a local group. Otherwise rendezvous at (master_addr, master_port) within

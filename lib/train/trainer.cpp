@@ -7,6 +7,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "common/error.h"
@@ -223,33 +224,6 @@ std::vector<model::LayerRoute> shard_routes(const std::vector<model::LayerRoute>
   return out;
 }
 
-// Sums every trainable parameter's gradient over the ranks. A gradient undefined on a rank (an
-// expert none of its rows used) counts as zeros; one undefined on every rank stays undefined, as
-// in one process with the whole batch (AdamW then skips the parameter).
-void all_reduce_grads(const std::vector<torch::Tensor>& params, dist::Communicator& comm) {
-  const auto dev = params.empty() ? torch::Device(torch::kCPU) : params[0].device();
-  auto used = torch::zeros({static_cast<int64_t>(params.size())}, torch::TensorOptions(torch::kFloat).device(dev));
-  std::vector<torch::Tensor> bufs;
-  for (size_t i = 0; i < params.size(); ++i) {
-    const auto& g = params[i].grad();
-    if (g.defined()) {
-      bufs.push_back(g);
-      used[static_cast<int64_t>(i)] = 1.0f;
-    } else {
-      bufs.push_back(torch::zeros_like(params[i]));
-    }
-  }
-  bufs.push_back(used);
-  comm.all_reduce_sum(bufs);
-  auto u = used.cpu();
-  auto a = u.accessor<float, 1>();
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (a[static_cast<int64_t>(i)] == 0.0f || params[i].grad().defined()) continue;
-    auto p = params[i];
-    p.mutable_grad() = bufs[i];
-  }
-}
-
 // Seed of rank `rank`'s dropout stream at (step, micro-batch): distinct per rank and step.
 uint64_t rank_dropout_seed(uint64_t seed, int64_t rank, int64_t step, int64_t micro) {
   uint64_t s = seed ^ (static_cast<uint64_t>(rank + 1) * 0x9E3779B97F4A7C15ULL) ^
@@ -366,13 +340,17 @@ TrainResult train(const TrainOptions& opts) {
   } else if (lead) {
     io::write_file_atomic(run / "config.resolved.yaml", to_yaml(cfg));
   }
-  std::vector<torch::Tensor> trainable;  // the gradients all-reduced every step
+  std::vector<torch::Tensor> trainable;  // the gradients all-reduced every step (a tied tensor once)
+  std::set<const void*> seen;
   for (const auto& p : m->parameters())
-    if (p.requires_grad()) trainable.push_back(p);
+    if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) trainable.push_back(p);
+  std::unique_ptr<dist::GradReducer> reducer;
   if (world > 1) {  // identical start: rank 0's parameters and buffers everywhere
     std::vector<torch::Tensor> state;
     for (auto& [name, t] : module_state(*m)) state.push_back(t);
     comm->broadcast(state);
+    reducer = std::make_unique<dist::GradReducer>(
+        trainable, *comm, static_cast<int64_t>(cfg.dist.bucket_mb * static_cast<double>(1 << 20)));
   }
   std::optional<MetricsLog> metrics;
   if (lead) metrics.emplace(run / "metrics.jsonl");
@@ -416,6 +394,8 @@ TrainResult train(const TrainOptions& opts) {
     int64_t step_io_tokens = 0;  // input + target tokens of this step (throughput)
     double nonfinite = 0;        // micro-batches whose loss was not finite (several ranks)
     for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
+      // the last backward of the step: gradient buckets start their all-reduce as they complete
+      if (reducer && cfg.dist.overlap && micro == cfg.train.grad_accum - 1) reducer->arm();
       Batch b = to_device(batcher.next(), dev);
       model::RouteContext ctx;
       ctx.training = true;
@@ -487,7 +467,10 @@ TrainResult train(const TrainOptions& opts) {
       }
     }
     if (world > 1) {
-      // One all-reduce for the step's statistics; every rank then takes the same decisions.
+      // The gradients first (their buckets may have started during backward: every rank issues
+      // its collectives in the same order), then one all-reduce for the step's statistics; every
+      // rank then takes the same decisions.
+      reducer->finish();
       std::vector<torch::Tensor> stats = {torch::tensor(
           {step_loss, static_cast<double>(step_tokens), static_cast<double>(step_io_tokens), nonfinite}, torch::kDouble)};
       comm->all_reduce_sum(stats);
@@ -502,7 +485,6 @@ TrainResult train(const TrainOptions& opts) {
                                  " rank micro-batches); training stopped. The last good checkpoint is " +
                                  (run / "last").string() + (fs::exists(run / "last") ? "" : " (none written yet)"));
       }
-      all_reduce_grads(trainable, *comm);
     }
     tokens_since += step_io_tokens;
     const double grad_norm = clip_grad_norm(clip, cfg.train.clip_norm);

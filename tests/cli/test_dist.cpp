@@ -7,18 +7,19 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "config/config.h"
@@ -30,27 +31,13 @@ extern char** environ;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using tlmoe::test::free_port;
 using tlmoe::test::read_text;
 using tlmoe::test::run_tlmoe;
 using tlmoe::test::Tiny;
 using tlmoe::test::write_text;
 
 namespace {
-
-// A TCP port free right now on 127.0.0.1 (the kernel picks it).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t n = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  const int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
 
 // tlmoe <args> as rank `rank` of `world` (torchrun's variables), output to `log`.
 pid_t spawn_rank(const std::vector<std::string>& args, int rank, int world, int port, const fs::path& log) {
@@ -281,4 +268,119 @@ TEST_CASE("dist: a killed or hung rank makes the other exit non-zero within dist
     CHECK(again.exit_code == 0);
     CHECK_THAT(again.output, Catch::Contains("resuming"));
   }
+}
+
+namespace {
+
+// An adapt sweep from scratch on the tiny data: 2 k-shot splits x 3 learning rates = 6 grid points.
+tlmoe::Config adapt_sweep(const Tiny& t, int64_t steps) {
+  auto cfg = t.config();
+  cfg.model.experts = 1;
+  cfg.adapt.lrs = {1e-5, 1e-3, 3e-3};
+  cfg.adapt.batch_sizes = {4};
+  cfg.adapt.steps = steps;
+  cfg.adapt.warmup_steps = 2;
+  cfg.adapt.eval_every = 4;
+  cfg.eval.num_beams = 1;
+  cfg.dist.timeout_s = 3;
+  return cfg;
+}
+
+std::vector<std::string> adapt_args(const fs::path& yaml, const fs::path& out, std::vector<std::string> more = {}) {
+  std::vector<std::string> a = {"adapt", "--plain", "--from-scratch", "--config", yaml.string(), "--out", out.string()};
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+std::vector<json> progress_lines(const fs::path& out) {
+  std::vector<json> v;
+  std::istringstream in(read_text(out / "progress.jsonl"));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) v.push_back(json::parse(line));
+  return v;
+}
+
+bool rank_files_left(const fs::path& out) {
+  for (const auto& e : fs::directory_iterator(out))
+    if (e.path().filename().string().rfind("progress.rank", 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("dist: adapt hands its grid points to two ranks and merges results.csv like one process", "[cli][dist]") {
+  Tiny t;
+  write_text(t.dir / "c.yaml", tlmoe::to_yaml(adapt_sweep(t, 8)));
+  const std::string c = (t.dir / "c.yaml").string();
+  auto one = run_tlmoe("adapt --plain --from-scratch --config " + c + " --out " + (t.dir / "one").string());
+  INFO(one.output);
+  REQUIRE(one.exit_code == 0);
+  const std::string reference = read_text(t.dir / "one/results.csv");
+  REQUIRE(std::count(reference.begin(), reference.end(), '\n') == 7);  // header + 6 grid points
+
+  auto two = run_ranks(adapt_args(t.dir / "c.yaml", t.dir / "two"), 2, t.dir.path());
+  INFO(two.logs);
+  REQUIRE(two.codes == std::vector<int>{0, 0});
+  CHECK_THAT(two.logs, Catch::Contains("handed out to 2 processes (gloo, torchrun)"));
+  CHECK(read_text(t.dir / "two/results.csv") == reference);
+  CHECK(json::parse(read_text(t.dir / "two/summary.json")) == json::parse(read_text(t.dir / "one/summary.json")));
+  // both ranks ran grid points; rank 0 merged them all into progress.jsonl, no per-rank file is left
+  auto lines = progress_lines(t.dir / "two");
+  CHECK(lines.size() == 6);
+  std::set<int64_t> ranks;
+  for (const auto& j : lines) ranks.insert(j["rank"].get<int64_t>());
+  CHECK(ranks == std::set<int64_t>{0, 1});
+  CHECK_FALSE(rank_files_left(t.dir / "two"));
+
+  // 2 processes stop after one grid point each; 1 process finishes the sweep with the same results
+  auto part = run_ranks(adapt_args(t.dir / "c.yaml", t.dir / "part", {"--stop-after", "1"}), 2, t.dir.path());
+  INFO(part.logs);
+  REQUIRE(part.codes == std::vector<int>{0, 0});
+  CHECK(progress_lines(t.dir / "part").size() == 2);
+  CHECK_THAT(part.logs, Catch::Contains("incomplete"));
+  auto rest = run_tlmoe("adapt --plain --from-scratch --config " + c + " --out " + (t.dir / "part").string());
+  INFO(rest.output);
+  REQUIRE(rest.exit_code == 0);
+  CHECK_THAT(rest.output, Catch::Contains("4 grid points run now, 2 reused, of 6"));
+  CHECK(read_text(t.dir / "part/results.csv") == reference);
+}
+
+TEST_CASE("dist: a killed adapt rank stops the sweep within dist.timeout_s and nothing finished is lost", "[cli][dist]") {
+  Tiny t;
+  write_text(t.dir / "c.yaml", tlmoe::to_yaml(adapt_sweep(t, 400)));
+  const std::string c = (t.dir / "c.yaml").string();
+  auto pre = run_tlmoe("preprocess --config " + c);
+  REQUIRE(pre.exit_code == 0);
+  const fs::path out = t.dir / "sweep";
+  const int port = free_port();
+  const auto args = adapt_args(t.dir / "c.yaml", out);
+  const pid_t r0 = spawn_rank(args, 0, 2, port, t.dir / "r0.log");
+  const pid_t r1 = spawn_rank(args, 1, 2, port, t.dir / "r1.log");
+  // rank 1 dies in the middle of its second grid point, after finishing its first
+  const auto t0 = std::chrono::steady_clock::now();
+  auto rank1_points = [&] {
+    std::istringstream in(read_text(out / "progress.rank1.jsonl"));
+    int n = 0;
+    for (std::string line; std::getline(in, line);) n += !line.empty();
+    return n;
+  };
+  while (!(fs::exists(out / "progress.rank1.jsonl") && rank1_points() >= 1) &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE(rank1_points() >= 1);
+  ::kill(r1, SIGKILL);
+  wait_exit(r1, 10);
+  const int code = wait_exit(r0, 180);
+  const std::string log = read_text(t.dir / "r0.log");
+  INFO("rank 0 exited with " << code << ":\n" << log);
+  CHECK(code == 1);
+  CHECK_THAT(log, Catch::Contains("rank 1 of 2 stopped answering"));
+  CHECK_THAT(log, Catch::Contains("dist.timeout_s = 3"));
+  // one process continues the sweep from everything both ranks finished
+  auto again = run_tlmoe("adapt --plain --from-scratch --config " + c + " --out " + out.string());
+  INFO(again.output);
+  REQUIRE(again.exit_code == 0);
+  CHECK_THAT(again.output, Catch::Contains("complete: "));
+  CHECK_FALSE(rank_files_left(out));
+  CHECK(progress_lines(out).size() == 6);
 }

@@ -4,19 +4,19 @@
 
 #include <catch2/catch.hpp>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <thread>
 
 #include "common/error.h"
 #include "config/config.h"
+#include "test_util.h"
 #include "train/dist.h"
 
 namespace dist = tlmoe::train::dist;
+using tlmoe::test::free_port;
 
 namespace {
 
@@ -26,19 +26,6 @@ dist::EnvLookup env_of(std::map<std::string, std::string> m) {
     if (it == m.end()) return std::nullopt;
     return it->second;
   };
-}
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t n = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  const int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
 }
 
 }  // namespace
@@ -183,4 +170,129 @@ TEST_CASE("dist: a rendezvous nobody answers fails within dist.timeout_s with a 
                     Catch::Contains("rendezvous failed on rank 1 of 2") && Catch::Contains("dist.timeout_s = 0.5 s") &&
                         !Catch::Contains("frame #"));
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+}
+
+namespace {
+
+// Runs body(rank, communicator) as ranks 0 and 1 of a Gloo group, one thread each; returns the
+// error each rank threw ("" when none).
+std::vector<std::string> two_gloo_ranks(const std::function<void(int64_t, dist::Communicator&)>& body) {
+  auto cfg = tlmoe::Config::defaults().dist;
+  cfg.timeout_s = 20;
+  dist::LaunchEnv base;
+  base.launcher = "torchrun";
+  base.world_size = 2;
+  base.master_addr = "127.0.0.1";
+  base.master_port = free_port();
+  std::vector<std::string> errors(2);
+  auto run = [&](int64_t rank) {
+    try {
+      auto env = base;
+      env.rank = rank;
+      auto comm = dist::connect(env, cfg, torch::kCPU);
+      body(rank, *comm);
+    } catch (const std::exception& e) {
+      errors[rank] = e.what();
+    }
+  };
+  std::thread t0(run, 0), t1(run, 1);
+  t0.join();
+  t1.join();
+  return errors;
+}
+
+}  // namespace
+
+TEST_CASE("dist: strings gathered from every rank and the rendezvous store", "[dist]") {
+  std::vector<std::vector<std::string>> got(2);
+  std::vector<int64_t> claims[2];
+  auto errors = two_gloo_ranks([&](int64_t rank, dist::Communicator& comm) {
+    got[rank] = comm.all_gather_strings(rank == 0 ? std::string("first\nline") : std::string());
+    auto again = comm.all_gather_strings(rank == 0 ? std::string() : std::string(300, 'x'));
+    got[rank].insert(got[rank].end(), again.begin(), again.end());
+    // a shared counter: every claim is unique
+    for (int i = 0; i < 5; ++i) claims[rank].push_back(comm.store_add("test/counter", 1));
+    comm.store_set("test/from" + std::to_string(rank), "v" + std::to_string(rank));
+    comm.barrier();
+    const auto other = comm.store_get("test/from" + std::to_string(1 - rank));
+    REQUIRE(other.has_value());
+    CHECK(*other == "v" + std::to_string(1 - rank));
+    CHECK_FALSE(comm.store_get("test/never-set").has_value());
+  });
+  INFO(errors[0] << " / " << errors[1]);
+  REQUIRE(errors[0].empty());
+  REQUIRE(errors[1].empty());
+  for (int r = 0; r < 2; ++r)
+    CHECK(got[r] == std::vector<std::string>{"first\nline", "", "", std::string(300, 'x')});
+  std::vector<int64_t> all = claims[0];
+  all.insert(all.end(), claims[1].begin(), claims[1].end());
+  std::sort(all.begin(), all.end());
+  CHECK(all == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+
+  // a world of one: a map and a counter in the process
+  auto one = dist::connect(dist::LaunchEnv{}, tlmoe::Config::defaults().dist, torch::kCPU);
+  CHECK(one->all_gather_strings("alone") == std::vector<std::string>{"alone"});
+  CHECK(one->store_add("n", 1) == 1);
+  CHECK(one->store_add("n", 2) == 3);
+  CHECK(one->store_add("n", 0) == 3);
+  CHECK_FALSE(one->store_get("missing").has_value());
+  one->store_set("k", "v");
+  CHECK(one->store_get("k").value_or("") == "v");
+}
+
+TEST_CASE("dist: bucketed gradient all-reduce during backward equals the hand-summed gradients", "[dist]") {
+  // Parameters in registration order; the reducer buckets them in reverse (p2, p1, p0, unused).
+  // Rank 0: L = <a0,p0> + <b0,p1> + <c,p2> in two backward passes (gradient accumulation: the
+  // first contributes <a0,p0> only); rank 1: L = <a1,p0> + <b1,p1> (p2 unused on rank 1); `unused`
+  // gets no gradient anywhere.
+  const auto a0 = torch::tensor({1.0f, -2.0f, 0.5f}), a1 = torch::tensor({4.0f, 0.25f, -1.0f});
+  const auto b0 = torch::tensor({{1.0f, 2.0f}, {3.0f, 4.0f}}), b1 = torch::tensor({{-1.0f, 0.0f}, {0.5f, 8.0f}});
+  const auto c = torch::tensor({2.0f, 3.0f, 5.0f, 7.0f, 11.0f});
+  for (const bool overlap : {true, false})
+    for (const int64_t bucket_bytes : {int64_t{4}, int64_t{1} << 20}) {
+      std::vector<std::vector<torch::Tensor>> grads(2);
+      std::vector<int64_t> early(2, -1), buckets(2, -1);
+      std::vector<bool> unused_defined(2, true);
+      auto errors = two_gloo_ranks([&](int64_t rank, dist::Communicator& comm) {
+        auto unused = torch::zeros({4}, torch::requires_grad());
+        auto p0 = torch::ones({3}, torch::requires_grad()), p1 = torch::ones({2, 2}, torch::requires_grad());
+        auto p2 = torch::ones({5}, torch::requires_grad());
+        dist::GradReducer reducer({unused, p0, p1, p2}, comm, bucket_bytes);
+        buckets[rank] = reducer.buckets();
+        if (rank == 0) {
+          (p0 * a0).sum().backward();  // first micro-batch
+          if (overlap) reducer.arm();
+          ((p0 * a0).sum() + (p1 * b0).sum() + (p2 * c).sum()).backward();
+        } else {
+          if (overlap) reducer.arm();
+          ((p0 * a1).sum() + (p1 * b1).sum()).backward();
+        }
+        reducer.finish();
+        early[rank] = reducer.started_during_backward();
+        grads[rank] = {p0.grad(), p1.grad(), p2.grad()};
+        unused_defined[rank] = unused.grad().defined();
+      });
+      INFO("overlap " << overlap << ", bucket bytes " << bucket_bytes << ": " << errors[0] << " / " << errors[1]);
+      REQUIRE(errors[0].empty());
+      REQUIRE(errors[1].empty());
+      CHECK(buckets[0] == (bucket_bytes == 4 ? 4 : 1));
+      for (int r = 0; r < 2; ++r) {
+        REQUIRE(grads[r][0].defined());
+        REQUIRE(grads[r][1].defined());
+        REQUIRE(grads[r][2].defined());  // defined on rank 1 too: rank 0 had it
+        CHECK(torch::allclose(grads[r][0], a0 * 2 + a1));
+        CHECK(torch::allclose(grads[r][1], b0 + b1));
+        CHECK(torch::allclose(grads[r][2], c));
+        CHECK_FALSE(unused_defined[r]);  // no rank produced it: AdamW skips it
+      }
+      // One bucket per parameter, armed: rank 0's buckets of p2, p1 and p0 start while backward
+      // runs (the unused parameter's bucket is the last); rank 1 never reaches p2, whose bucket
+      // comes first, so nothing of rank 1 can start before finish().
+      if (overlap && bucket_bytes == 4) {
+        CHECK(early[0] == 3);
+        CHECK(early[1] == 0);
+      } else if (!overlap) {
+        CHECK(early[0] == 0);
+      }
+    }
 }
