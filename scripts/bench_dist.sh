@@ -43,5 +43,7 @@ report() { printf '%-30s t(%d)=%6.2f s  t(%d)=%6.2f s  %6.2f steps/s\n' "$1" "$N
 a=$(one 2 "$N1"); b=$(one 2 "$N2"); report "1 process, 2 threads" "$a" "$b"
 a=$(one 1 "$N1"); b=$(one 1 "$N2"); report "1 process, 1 thread" "$a" "$b"
 a=$(two "$N1"); b=$(two "$N2"); report "2 processes, 1 thread each" "$a" "$b"
+a=$(two "$N1" --set dist.bucket_mb=1); b=$(two "$N2" --set dist.bucket_mb=1)
+report "2 processes, 1 MiB buckets" "$a" "$b"
 a=$(two "$N1" --set dist.overlap=false); b=$(two "$N2" --set dist.overlap=false)
 report "2 processes, no overlap" "$a" "$b"

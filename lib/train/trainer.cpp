@@ -520,7 +520,12 @@ TrainResult train(const TrainOptions& opts) {
         auto ent = model::route_entropy(last_weights).to(torch::kCPU, torch::kDouble).contiguous();
         line["route_entropy"] = std::vector<double>(ent.data_ptr<double>(), ent.data_ptr<double>() + ent.numel());
       }
-      if (world > 1) line["world_size"] = world;
+      if (world > 1) {
+        line["world_size"] = world;
+        // rank 0's gradient buckets, and how many of them started their all-reduce during backward
+        line["grad_buckets"] = reducer->buckets();
+        line["grad_buckets_overlapped"] = reducer->started_during_backward();
+      }
       if (lead) metrics->write(line);
       t_last = now;
       tokens_since = 0;
