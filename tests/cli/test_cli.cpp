@@ -82,6 +82,15 @@ TEST_CASE("bench train reports training and forward throughput, step phases and 
     CHECK(v["step_seconds"]["backward"].get<double>() > 0);
     CHECK(v.contains("mfu"));
   }
+  // --no-dense: vanilla and sparse only, with the same FLOP accounting
+  auto nd = run_tlmoe("bench train --config " + (d / "c.yaml").string() + " --steps 1 --rounds 1 --no-dense --out " +
+                      (d / "nd.json").string());
+  INFO(nd.output);
+  REQUIRE(nd.exit_code == 0);
+  auto rep2 = nlohmann::json::parse(read_text(d / "nd.json"));
+  REQUIRE(rep2["variants"].size() == 2);
+  CHECK_THAT(rep2["variants"][1]["name"].get<std::string>(), Catch::Contains("sparse"));
+  CHECK(rep2["variants"][1]["model_flops_per_step"].get<double>() == Approx(flops));
 }
 
 namespace {
