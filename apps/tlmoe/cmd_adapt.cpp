@@ -24,7 +24,8 @@ void setup_adapt(CLI::App& app) {
       "adapt",
       "Few-shot fine-tuning on unseen tasks (CrossFit protocol): every task x k-shot split x (lr, batch size) "
       "grid point, dev-selected, test-scored; writes results.csv and summary.json. Resumable: run the same "
-      "command again to continue an interrupted sweep.");
+      "command again to continue an interrupted sweep. Under torchrun or Slurm the grid points are spread over "
+      "the processes and rank 0 merges the results (docs/distributed.md).");
   add_config_options(cmd, o->config, true);
   cmd->add_option("--checkpoint", o->checkpoint,
                   "Upstream checkpoint to start from (a TL-MoE or vanilla run's best/ or last/)");
