@@ -28,6 +28,33 @@ dist::EnvLookup env_of(std::map<std::string, std::string> m) {
   };
 }
 
+// Runs body(rank, communicator) as ranks 0 and 1 of a Gloo group, one thread each; returns the
+// error each rank threw ("" when none).
+std::vector<std::string> two_gloo_ranks(const std::function<void(int64_t, dist::Communicator&)>& body) {
+  auto cfg = tlmoe::Config::defaults().dist;
+  cfg.timeout_s = 20;
+  dist::LaunchEnv base;
+  base.launcher = "torchrun";
+  base.world_size = 2;
+  base.master_addr = "127.0.0.1";
+  base.master_port = free_port();
+  std::vector<std::string> errors(2);
+  auto run = [&](int64_t rank) {
+    try {
+      auto env = base;
+      env.rank = rank;
+      auto comm = dist::connect(env, cfg, torch::kCPU);
+      body(rank, *comm);
+    } catch (const std::exception& e) {
+      errors[rank] = e.what();
+    }
+  };
+  std::thread t0(run, 0), t1(run, 1);
+  t0.join();
+  t1.join();
+  return errors;
+}
+
 }  // namespace
 
 TEST_CASE("dist: the launch contract of torchrun and Slurm", "[dist]") {
@@ -105,37 +132,19 @@ TEST_CASE("dist: shards of a global batch are contiguous, disjoint and cover it"
 }
 
 TEST_CASE("dist: all-reduce and broadcast over two Gloo ranks", "[dist]") {
-  auto cfg = tlmoe::Config::defaults().dist;
-  cfg.timeout_s = 20;
-  dist::LaunchEnv base;
-  base.launcher = "torchrun";
-  base.world_size = 2;
-  base.master_addr = "127.0.0.1";
-  base.master_port = free_port();
   std::vector<std::vector<torch::Tensor>> got(2);
-  std::vector<std::string> errors(2);
-  auto body = [&](int64_t rank) {
-    try {
-      auto env = base;
-      env.rank = rank;
-      auto comm = dist::connect(env, cfg, torch::kCPU);
-      const double r = static_cast<double>(rank);
-      // two dtypes, several tensors: packed into one bucket per dtype
-      std::vector<torch::Tensor> t = {torch::full({3}, 1.0 + r), torch::arange(4, torch::kDouble).view({2, 2}) * (r + 1),
-                                      torch::full({2}, 10 * (rank + 1), torch::kLong)};
-      comm->all_reduce_sum(t);
-      std::vector<torch::Tensor> b = {torch::full({2}, 5.0 + r)};
-      comm->broadcast(b);
-      comm->barrier();
-      t.push_back(b[0]);
-      got[rank] = t;
-    } catch (const std::exception& e) {
-      errors[rank] = e.what();
-    }
-  };
-  std::thread t0(body, 0), t1(body, 1);
-  t0.join();
-  t1.join();
+  auto errors = two_gloo_ranks([&](int64_t rank, dist::Communicator& comm) {
+    const double r = static_cast<double>(rank);
+    // two dtypes, several tensors: packed into one bucket per dtype
+    std::vector<torch::Tensor> t = {torch::full({3}, 1.0 + r), torch::arange(4, torch::kDouble).view({2, 2}) * (r + 1),
+                                    torch::full({2}, 10 * (rank + 1), torch::kLong)};
+    comm.all_reduce_sum(t);
+    std::vector<torch::Tensor> b = {torch::full({2}, 5.0 + r)};
+    comm.broadcast(b);
+    comm.barrier();
+    t.push_back(b[0]);
+    got[rank] = t;
+  });
   INFO(errors[0] << " / " << errors[1]);
   REQUIRE(errors[0].empty());
   REQUIRE(errors[1].empty());
@@ -171,37 +180,6 @@ TEST_CASE("dist: a rendezvous nobody answers fails within dist.timeout_s with a 
                         !Catch::Contains("frame #"));
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
 }
-
-namespace {
-
-// Runs body(rank, communicator) as ranks 0 and 1 of a Gloo group, one thread each; returns the
-// error each rank threw ("" when none).
-std::vector<std::string> two_gloo_ranks(const std::function<void(int64_t, dist::Communicator&)>& body) {
-  auto cfg = tlmoe::Config::defaults().dist;
-  cfg.timeout_s = 20;
-  dist::LaunchEnv base;
-  base.launcher = "torchrun";
-  base.world_size = 2;
-  base.master_addr = "127.0.0.1";
-  base.master_port = free_port();
-  std::vector<std::string> errors(2);
-  auto run = [&](int64_t rank) {
-    try {
-      auto env = base;
-      env.rank = rank;
-      auto comm = dist::connect(env, cfg, torch::kCPU);
-      body(rank, *comm);
-    } catch (const std::exception& e) {
-      errors[rank] = e.what();
-    }
-  };
-  std::thread t0(run, 0), t1(run, 1);
-  t0.join();
-  t1.join();
-  return errors;
-}
-
-}  // namespace
 
 TEST_CASE("dist: strings gathered from every rank and the rendezvous store", "[dist]") {
   std::vector<std::vector<std::string>> got(2);
