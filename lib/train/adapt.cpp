@@ -575,7 +575,9 @@ AdaptResult adapt(const AdaptOptions& opts) {
       merged[t] = 1;
       steps_done += cfg.adapt.steps;
       changed = true;
-      bar.message("adapt: rank " + std::to_string(j.value("rank", int64_t{-1})) + " finished " + todo[t].key +
+      const Point& q = todo[t];
+      bar.message("adapt: rank " + std::to_string(j.value("rank", int64_t{-1})) + " finished " + plans[q.task].name + " " +
+                  plans[q.task].splits[q.split].prefix + " lr " + fmt(q.lr, "%g") + " bsz " + std::to_string(q.bsz) +
                   ": dev " + fmt(from_num(j.at("dev")), "%.4f") + ", test " + fmt(from_num(j.at("test")), "%.4f"));
     }
     if (changed) write_outputs();
