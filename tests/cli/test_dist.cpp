@@ -170,6 +170,7 @@ TEST_CASE("dist: two Gloo processes train like one process with the same global 
   cfg.train.batch_size = 7;           // shards of 4 and 3 rows
   cfg.train.select_by = "score";      // dev score decoded task by task on the two ranks
   cfg.eval.num_beams = 1;
+  cfg.dist.bucket_mb = 0.01;          // ~10 KiB gradient buckets: many, started during backward where complete
   write_text(t.dir / "c.yaml", tlmoe::to_yaml(cfg));
   auto one = run_tlmoe("train --plain --config " + (t.dir / "c.yaml").string() + " --run-dir " + (t.dir / "one").string());
   INFO(one.output);
@@ -186,6 +187,12 @@ TEST_CASE("dist: two Gloo processes train like one process with the same global 
   // rank 0 alone wrote the run directory; the routes are the one-process routes
   CHECK(fs::exists(t.dir / "two/routes/step_0000006.json"));
   CHECK(metric_lines(t.dir / "two", "loss").back()["world_size"] == 2);
+  for (const auto& l : metric_lines(t.dir / "two", "loss")) {
+    CHECK(l["grad_buckets"].get<int64_t>() > 1);
+    CHECK(l["grad_buckets_overlapped"].get<int64_t>() >= 0);
+    CHECK(l["grad_buckets_overlapped"].get<int64_t>() <= l["grad_buckets"].get<int64_t>());
+  }
+  CHECK_FALSE(metric_lines(t.dir / "one", "loss").back().contains("grad_buckets"));
   // the loss did move: the comparison is not between two untrained models
   auto l = metric_lines(t.dir / "one", "loss");
   CHECK(l.back()["loss"].get<double>() < l.front()["loss"].get<double>());
