@@ -24,7 +24,11 @@ void setup_bench(CLI::App& app) {
       ->check(CLI::IsMember({"dispatch", "train", "generate"}));
   add_config_options(cmd, o->config, false);
   cmd->add_option("--out", o->out, "Also write the report as JSON to this file");
-  cmd->add_option("--steps", o->train.steps, "Timed steps per variant and round (train)")->capture_default_str();
+  cmd->add_option("--steps", o->train.steps, "Timed optimizer steps per variant and round, each of train.grad_accum micro-batches of train.batch_size (train)")->capture_default_str();
+  cmd->add_option("--warmup", o->train.warmup_steps,
+                  "Untimed steps and forward passes before each variant's timed blocks (train)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--rounds", o->train.rounds, "Interleaved rounds; the best counts (train)")->capture_default_str();
   cmd->add_option("--batches", o->generate.batches, "Timed batches per variant and round (generate)")
       ->capture_default_str();

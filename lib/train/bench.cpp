@@ -80,6 +80,7 @@ double train_step_flops(const model::ModelOptions& mo, int64_t B, int64_t S, int
 
 nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::ostream& log) {
   const int64_t V = base.tokenizer.vocab_size, pad = 1, B = base.train.batch_size;
+  const int64_t accum = base.train.grad_accum;  // micro-batches per optimizer step, as `tlmoe train` runs them
   const torch::Device dev = pick_device(base.device);
   const bool bf16 = kernels::use_bf16_autocast(base.train.precision, dev);
   std::vector<Variant> vs(o.skip_dense ? 2 : 3);
@@ -112,7 +113,7 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   // Synthetic batches: same for every variant.
   torch::manual_seed(1);
   std::vector<std::array<torch::Tensor, 4>> batches;
-  for (int64_t i = 0; i < o.steps; ++i) {
+  for (int64_t i = 0; i < o.steps * accum; ++i) {
     auto src = torch::randint(4, V, {B, o.src_len}, torch::kLong);
     auto tgt = torch::randint(4, V, {B, o.tgt_len}, torch::kLong);
     auto dec = torch::cat({torch::full({B, 1}, 2, torch::kLong), tgt.slice(1, 0, o.tgt_len - 1)}, 1);
@@ -124,28 +125,33 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   lo.pad_id = pad;
   using Clock = std::chrono::steady_clock;
   auto secs_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
-  // Training steps; returns the seconds spent in forward (incl. loss), backward and the optimizer.
+  // Optimizer steps of `accum` micro-batches each (gradients accumulate, the loss of each
+  // micro-batch scaled by 1/accum as in training); returns the seconds per step spent in forward
+  // (incl. loss), backward and the optimizer, summed over the step's micro-batches.
   auto run_steps = [&](Variant& v, int64_t n) {
     std::array<double, 3> ph{};
     for (int64_t i = 0; i < n; ++i) {
-      const auto& b = batches[i % batches.size()];
-      model::RouteContext ctx;
-      ctx.training = true;
-      ctx.tau = 1.0;
-      auto t = Clock::now();
-      torch::Tensor logits;
-      {
-        kernels::AutocastGuard amp(bf16, dev);
-        logits = v.model->forward(b[0], mask, b[2], v.model->routes(b[3], ctx));
+      for (int64_t a = 0; a < accum; ++a) {
+        const auto& b = batches[(i * accum + a) % batches.size()];
+        model::RouteContext ctx;
+        ctx.training = true;
+        ctx.tau = 1.0;
+        auto t = Clock::now();
+        torch::Tensor logits;
+        {
+          kernels::AutocastGuard amp(bf16, dev);
+          logits = v.model->forward(b[0], mask, b[2], v.model->routes(b[3], ctx));
+        }
+        auto loss = label_smoothed_nll(logits, b[1], lo).loss;
+        if (accum > 1) loss = loss / static_cast<double>(accum);
+        sync(dev);
+        ph[0] += secs_since(t);
+        t = Clock::now();
+        loss.backward();
+        sync(dev);
+        ph[1] += secs_since(t);
       }
-      auto loss = label_smoothed_nll(logits, b[1], lo).loss;
-      sync(dev);
-      ph[0] += secs_since(t);
-      t = Clock::now();
-      loss.backward();
-      sync(dev);
-      ph[1] += secs_since(t);
-      t = Clock::now();
+      auto t = Clock::now();
       v.opt->step(1.0);
       v.opt->zero_grad();
       sync(dev);
@@ -169,7 +175,8 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
     sync(dev);
     v.model->train();
   };
-  const double tokens_per_step = static_cast<double>(B * (o.src_len + o.tgt_len));
+  const double tokens_per_step = static_cast<double>(B * accum * (o.src_len + o.tgt_len));
+  const double tokens_per_forward = static_cast<double>(B * (o.src_len + o.tgt_len));
   for (int64_t r = 0; r < o.rounds; ++r) {
     for (auto& v : vs) {
       run_steps(v, o.warmup_steps);
@@ -183,18 +190,18 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
       run_forward(v, o.warmup_steps, false);
       t0 = Clock::now();
       run_forward(v, o.steps, false);
-      const double ftps = tokens_per_step * static_cast<double>(o.steps) / secs_since(t0);
+      const double ftps = tokens_per_forward * static_cast<double>(o.steps) / secs_since(t0);
       v.best_fwd_tps = std::max(v.best_fwd_tps, ftps);
       t0 = Clock::now();
       run_forward(v, o.steps, true);
-      v.best_fwd1_tps = std::max(v.best_fwd1_tps, tokens_per_step * static_cast<double>(o.steps) / secs_since(t0));
+      v.best_fwd1_tps = std::max(v.best_fwd1_tps, tokens_per_forward * static_cast<double>(o.steps) / secs_since(t0));
       log << "round " << r + 1 << "/" << o.rounds << " " << v.name << ": train " << static_cast<int64_t>(tps)
           << " tok/s, forward " << static_cast<int64_t>(ftps) << " tok/s\n";
     }
   }
   nlohmann::json rep;
   rep["what"] = "training step (forward + backward + AdamW) and inference forward tokens/s, synthetic mixed-task batches";
-  rep["batch"] = {{"batch_size", B}, {"src_len", o.src_len}, {"tgt_len", o.tgt_len}, {"vocab", V}};
+  rep["batch"] = {{"batch_size", B}, {"grad_accum", accum}, {"src_len", o.src_len}, {"tgt_len", o.tgt_len}, {"vocab", V}};
   describe_setup(rep, base);
   rep["steps"] = o.steps;
   rep["rounds"] = o.rounds;
@@ -203,7 +210,7 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   for (size_t i = 0; i < vs.size(); ++i) {
     auto& v = vs[i];
     // achieved model FLOP rate: the variant's own work (dense runs every expert)
-    const double flops = train_step_flops(model::model_options(v.cfg, V, pad), B, o.src_len, o.tgt_len, v.dense);
+    const double flops = train_step_flops(model::model_options(v.cfg, V, pad), B * accum, o.src_len, o.tgt_len, v.dense);
     const double steps_per_s = v.best_tps / tokens_per_step;
     nlohmann::json j = {{"name", v.name},
                                {"tokens_per_s", v.best_tps},
@@ -473,6 +480,9 @@ std::string format_bench_table(const nlohmann::json& rep) {
     s << line;
   }
   if (rep.contains("precision")) {
+    const auto& b = rep["batch"];
+    s << "batch " << b.value("batch_size", 0) << " x " << b.value("grad_accum", 1) << " micro-batches x (" << b.value("src_len", 0)
+      << " + " << b.value("tgt_len", 0) << ") tokens per step; ";
     s << "device " << rep.value("device", "?") << ", " << rep["precision"].get<std::string>() << "; model TFLOP/s:";
     for (const auto& v : rep["variants"]) {
       char buf[96];

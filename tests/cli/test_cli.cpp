@@ -61,7 +61,7 @@ TEST_CASE("bench train reports training and forward throughput, step phases and 
   write_text(d / "c.yaml",
              "data:\n  max_input_len: 64\n  max_output_len: 16\ntokenizer:\n  vocab_size: 64\nmodel:\n  d_model: 16\n"
              "  heads: 2\n  ffn_dim: 32\n  encoder_layers: 1\n  decoder_layers: 1\n  experts: 2\n  max_positions: 80\n"
-             "train:\n  batch_size: 4\n");
+             "train:\n  batch_size: 4\n  grad_accum: 1\n");
   auto r = run_tlmoe("bench train --config " + (d / "c.yaml").string() + " --steps 2 --rounds 1 --peak-tflops 1 --out " +
                      (d / "b.json").string());
   INFO(r.output);
@@ -91,6 +91,16 @@ TEST_CASE("bench train reports training and forward throughput, step phases and 
   REQUIRE(rep2["variants"].size() == 2);
   CHECK_THAT(rep2["variants"][1]["name"].get<std::string>(), Catch::Contains("sparse"));
   CHECK(rep2["variants"][1]["model_flops_per_step"].get<double>() == Approx(flops));
+  // train.grad_accum: an optimizer step is two micro-batches, twice the FLOPs and tokens
+  auto ga = run_tlmoe("bench train --config " + (d / "c.yaml").string() +
+                      " --steps 1 --rounds 1 --no-dense --set train.grad_accum=2 --out " + (d / "ga.json").string());
+  INFO(ga.output);
+  REQUIRE(ga.exit_code == 0);
+  CHECK_THAT(ga.output, Catch::Contains("batch 4 x 2 micro-batches x (64 + 16) tokens per step"));
+  auto rep3 = nlohmann::json::parse(read_text(d / "ga.json"));
+  CHECK(rep3["batch"]["grad_accum"].get<int64_t>() == 2);
+  CHECK(rep3["variants"][0]["model_flops_per_step"].get<double>() == Approx(2 * flops));
+  CHECK(rep3["variants"][1]["model_flops_per_step"].get<double>() == Approx(2 * flops));
 }
 
 namespace {
