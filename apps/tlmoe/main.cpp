@@ -1,13 +1,11 @@
 // tlmoe: the command-line entry point. Wires the subcommands and maps exceptions to exit codes:
 // 0 success; 2 bad usage, bad config or bad input data; 1 a failure while running.
-#include <malloc.h>
-
 #include <cstdlib>
-#include <cstring>
 #include <iostream>
 
 #include "commands.h"
 #include "common/error.h"
+#include "common/host_cache.h"
 #include "common/version.h"
 #include "io/atomic_file.h"
 
@@ -26,34 +24,15 @@ void write_resolved_config(const Config& cfg, const std::string& run_dir) {
 
 }  // namespace tlmoe::app
 
-namespace {
-
-// glibc serves blocks above its mmap threshold (at most 32 MiB) with a fresh mmap and unmaps them
-// on free, so every activation of that size is page-faulted and zeroed by the kernel again each
-// step: on a BART-base-sized model, 16 x 256 tokens, that was a third of the CPU time in the kernel
-// (106 of 502 CPU seconds) and made the training step 1.46x slower (docs/benchmarks.md). Large
-// blocks come from the heap instead, and freed memory stays there for the next step (peak memory
-// unchanged in that measurement). TLMOE_MALLOC=system, or any glibc.malloc tunable in
-// GLIBC_TUNABLES, keeps glibc's defaults.
-void keep_freed_memory() {
-  const char* choice = std::getenv("TLMOE_MALLOC");
-  if (choice && std::strcmp(choice, "system") == 0) return;
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
-  mallopt(M_MMAP_MAX, 0);         // no mmap for large blocks
-  mallopt(M_TRIM_THRESHOLD, -1);  // never return the top of the heap to the system
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   using namespace tlmoe;
-  keep_freed_memory();
   // Activations and dispatch buffers of tens of MB are allocated and freed every step; with
   // LibTorch's transparent-huge-page allocation (THP_MEM_ALLOC_ENABLE, read at the first
   // allocation) they are faulted in 2 MiB at a time instead of 4 KiB, which made a 50 MB gather
   // about 3.7x faster on the development machine (docs/benchmarks.md). A value the user set wins.
   setenv("THP_MEM_ALLOC_ENABLE", "1", /*overwrite=*/0);
+  // Large CPU tensors reuse freed blocks instead of a fresh mmap each (common/host_cache.h).
+  if (const char* m = std::getenv("TLMOE_MALLOC"); !(m && std::string(m) == "system")) install_host_cache();
   CLI::App app{
       "tlmoe: task-level mixture-of-experts seq2seq models — train, adapt, evaluate, and analyse routes.\n"
       "Docs: docs/ in the source tree (one page per command)."};

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/host_cache.h"
 #include "common/strings.h"
 #include "kernels/device.h"
 #include "kernels/dispatch.h"
@@ -29,6 +30,7 @@ struct Variant {
   double best_tps = 0;      // training step
   double best_fwd_tps = 0;  // inference forward (no grad, eval mode), mixed-task batches
   double best_fwd1_tps = 0; // the same on single-task batches (how eval and adapt score a task)
+  HostCacheStats cache_in_best{};   // CPU block cache activity during the best round's timed steps
   std::array<double, 3> phase_s{};  // forward, backward, optimizer seconds per step (best round)
   bool dense = false;               // every expert runs
 };
@@ -180,11 +182,17 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
   for (int64_t r = 0; r < o.rounds; ++r) {
     for (auto& v : vs) {
       run_steps(v, o.warmup_steps);
+      const auto c0 = host_cache_stats();
       auto t0 = Clock::now();
       auto ph = run_steps(v, o.steps);
       double tps = tokens_per_step * static_cast<double>(o.steps) / secs_since(t0);
       if (tps > v.best_tps) {
         v.best_tps = tps;
+        const auto c1 = host_cache_stats();
+        v.cache_in_best = c1;
+        v.cache_in_best.hits -= c0.hits;
+        v.cache_in_best.misses -= c0.misses;
+        v.cache_in_best.evictions -= c0.evictions;
         for (int j = 0; j < 3; ++j) v.phase_s[j] = ph[j] / static_cast<double>(o.steps);
       }
       run_forward(v, o.warmup_steps, false);
@@ -225,6 +233,11 @@ nlohmann::json bench_train(const Config& base, const BenchTrainOptions& o, std::
                                {"model_flops_per_step", flops},
                                {"model_tflops_per_s", flops * steps_per_s / 1e12}};
     if (o.peak_tflops > 0) j["mfu"] = flops * steps_per_s / (o.peak_tflops * 1e12);
+    if (host_cache_installed())
+      j["host_cache_timed_steps"] = {{"hits", v.cache_in_best.hits},
+                                     {"misses", v.cache_in_best.misses},
+                                     {"evictions", v.cache_in_best.evictions},
+                                     {"high_water_bytes", v.cache_in_best.high_water}};
     rep["variants"].push_back(j);
   }
   return rep;
