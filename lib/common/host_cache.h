@@ -3,9 +3,9 @@
 // LibTorch allocates every CPU tensor with malloc; glibc serves blocks above its mmap threshold
 // (at most 32 MiB) with a fresh mmap and unmaps them on free, so each step's large activations
 // are page-faulted and zeroed by the kernel again. On a BART-base-sized model (16 x 256 tokens)
-// that was a fifth of the CPU time, spent in the kernel, and made a training step 1.5x slower
-// (docs/benchmarks.md). The cache keeps freed blocks of at least `min_block` bytes and hands them
-// out again:
+// that was a fifth of the CPU time (106 of 502 CPU seconds), spent in the kernel, and made a
+// vanilla training step 1.6x slower (docs/benchmarks.md). The cache keeps freed blocks of at
+// least `min_block` bytes and hands them out again:
 //   - sizes are rounded up (64 KiB under 16 MiB, 2 MiB from there); a request takes the smallest
 //     idle block that is at least its rounded size and at most 1/8 larger;
 //   - it never holds more than 1/8 above the most that tensors ever used at once: when a new
