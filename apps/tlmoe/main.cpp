@@ -31,8 +31,16 @@ int main(int argc, char** argv) {
   // allocation) they are faulted in 2 MiB at a time instead of 4 KiB, which made a 50 MB gather
   // about 3.7x faster on the development machine (docs/benchmarks.md). A value the user set wins.
   setenv("THP_MEM_ALLOC_ENABLE", "1", /*overwrite=*/0);
-  // Large CPU tensors reuse freed blocks instead of a fresh mmap each (common/host_cache.h).
-  if (const char* m = std::getenv("TLMOE_MALLOC"); !(m && std::string(m) == "system")) install_host_cache();
+  // Large CPU tensors reuse freed blocks instead of a fresh mmap each (common/host_cache.h);
+  // TLMOE_MALLOC=system keeps LibTorch's allocator as it is.
+  const char* malloc_env = std::getenv("TLMOE_MALLOC");
+  const std::string malloc_choice = malloc_env ? malloc_env : "";
+  if (!malloc_choice.empty() && malloc_choice != "cache" && malloc_choice != "system") {
+    std::cerr << "error: environment variable TLMOE_MALLOC='" << malloc_choice
+              << "': expected 'cache' (the default) or 'system'\n";
+    return 2;
+  }
+  if (malloc_choice != "system") install_host_cache();
   CLI::App app{
       "tlmoe: task-level mixture-of-experts seq2seq models — train, adapt, evaluate, and analyse routes.\n"
       "Docs: docs/ in the source tree (one page per command)."};
@@ -54,7 +62,8 @@ int main(int argc, char** argv) {
   // --version must work without a subcommand.
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--version") {
-      std::cout << version_banner();
+      std::cout << version_banner() << "CPU block cache: " << (host_cache_installed() ? "on" : "off")
+                << " (TLMOE_MALLOC)\n";
       return 0;
     }
 

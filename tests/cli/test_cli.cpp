@@ -28,12 +28,37 @@ TEST_CASE("--help lists every subcommand, --version names git, LibTorch and CUDA
   }
 }
 
+namespace {
+// Runs tlmoe with TLMOE_MALLOC set (or unset for nullptr) in its environment.
+tlmoe::test::RunResult run_with_malloc(const char* value, const std::string& args) {
+  const char* old = std::getenv("TLMOE_MALLOC");
+  const std::string saved = old ? old : "";
+  if (value) ::setenv("TLMOE_MALLOC", value, 1);
+  else ::unsetenv("TLMOE_MALLOC");
+  auto r = run_tlmoe(args);
+  if (old) ::setenv("TLMOE_MALLOC", saved.c_str(), 1);
+  else ::unsetenv("TLMOE_MALLOC");
+  return r;
+}
+}  // namespace
+
+TEST_CASE("TLMOE_MALLOC chooses the CPU block cache or LibTorch's allocator, and refuses other values", "[cli]") {
+  CHECK_THAT(run_with_malloc(nullptr, "--version").output, Catch::Contains("CPU block cache: on"));
+  CHECK_THAT(run_with_malloc("cache", "--version").output, Catch::Contains("CPU block cache: on"));
+  CHECK_THAT(run_with_malloc("system", "--version").output, Catch::Contains("CPU block cache: off"));
+  auto bad = run_with_malloc("jemalloc", "--version");
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.output, Catch::Contains("TLMOE_MALLOC='jemalloc'") && Catch::Contains("'system'"));
+  CHECK(run_with_malloc("jemalloc", "gym --help").exit_code == 2);
+}
+
 TEST_CASE("usage errors exit 2", "[cli]") {
   CHECK(run_tlmoe("").exit_code == 2);                       // no subcommand
   CHECK(run_tlmoe("frobnicate").exit_code == 2);             // unknown subcommand
   CHECK(run_tlmoe("gym").exit_code == 2);                    // missing --out
   CHECK(run_tlmoe("gym --out x --seed abc").exit_code == 2); // bad value
   CHECK(run_tlmoe("bench nothing").exit_code == 2);
+  CHECK(run_tlmoe("bench train --warmup -1").exit_code == 2);
 }
 
 TEST_CASE("bench dispatch reports gather and scatter bandwidth next to copy and the naive path", "[cli][bench]") {
@@ -101,6 +126,13 @@ TEST_CASE("bench train reports training and forward throughput, step phases and 
   CHECK(rep3["batch"]["grad_accum"].get<int64_t>() == 2);
   CHECK(rep3["variants"][0]["model_flops_per_step"].get<double>() == Approx(2 * flops));
   CHECK(rep3["variants"][1]["model_flops_per_step"].get<double>() == Approx(2 * flops));
+  for (const auto& v : rep3["variants"]) CHECK(v.contains("host_cache_timed_steps"));
+  // with LibTorch's own allocator there is no cache activity to report
+  auto sys = run_with_malloc("system", "bench train --config " + (d / "c.yaml").string() +
+                                           " --steps 1 --rounds 1 --no-dense --out " + (d / "sys.json").string());
+  REQUIRE(sys.exit_code == 0);
+  for (const auto& v : nlohmann::json::parse(read_text(d / "sys.json"))["variants"])
+    CHECK_FALSE(v.contains("host_cache_timed_steps"));
 }
 
 namespace {
