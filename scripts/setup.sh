@@ -2,24 +2,37 @@
 # Installs everything tlmoe needs on a fresh Debian 12 machine. Idempotent: a second run
 # checks and does nothing. Versions are pinned in scripts/versions.env.
 #
-#   scripts/setup.sh            install what is missing
-#   scripts/setup.sh --print    print the virtualenv's python path (after installing)
+#   scripts/setup.sh                     install what is missing
+#   scripts/setup.sh --print             print the virtualenv's python path (after installing)
+#   scripts/setup.sh --device [--print]  the same for the GPU machine's torch
+#                                        (TLMOE_DEVICE_TORCH_VERSION, for scripts/device_bundle.sh)
 #
 # LibTorch comes from the PyPI `torch` wheel, installed into a virtualenv kept OUTSIDE the
 # checkout, so every clone (and every CI run in a fresh clone) reuses it:
 #   ${TLMOE_CACHE:-$HOME/.cache/tlmoe}/venv-torch-<version>
+# The --device virtualenv sits beside it and holds torch and numpy only (no test tooling).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-cache="${TLMOE_CACHE:-$HOME/.cache/tlmoe}"
-venv="$cache/venv-torch-$TLMOE_TORCH_VERSION"
-stamp="$venv/.tlmoe-stamp"
-want_stamp="torch=$TLMOE_TORCH_VERSION numpy=$TLMOE_NUMPY_VERSION"
 print_only=0
-[ "${1:-}" = "--print" ] && print_only=1
+device=0
+for arg in "$@"; do
+  case "$arg" in
+    --print) print_only=1 ;;
+    --device) device=1 ;;
+    *) echo "[setup] error: unknown argument '$arg' (expected --print and/or --device)" >&2; exit 2 ;;
+  esac
+done
+torch_version="$TLMOE_TORCH_VERSION"
+[ $device = 1 ] && torch_version="$TLMOE_DEVICE_TORCH_VERSION"
+
+cache="${TLMOE_CACHE:-$HOME/.cache/tlmoe}"
+venv="$cache/venv-torch-$torch_version"
+stamp="$venv/.tlmoe-stamp"
+want_stamp="torch=$torch_version numpy=$TLMOE_NUMPY_VERSION"
 
 log() { [ $print_only = 1 ] || echo "[setup] $*" >&2; }
 
@@ -41,15 +54,15 @@ fi
 # --- LibTorch (PyPI torch wheel) in a shared virtualenv -----------------------------------
 py="${TLMOE_PYTHON:-python3}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -x "$venv/bin/python" ]; then
-  log "LibTorch: torch $TLMOE_TORCH_VERSION already in $venv"
+  log "LibTorch: torch $torch_version already in $venv"
 else
-  log "creating $venv (torch $TLMOE_TORCH_VERSION; several GB on first install)"
+  log "creating $venv (torch $torch_version; several GB on first install)"
   mkdir -p "$cache"
   # The stamp is written last: an interrupted install has none and is redone from scratch.
   rm -rf "$venv"
   "$py" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip >&2
-  "$venv/bin/pip" install -q "torch==$TLMOE_TORCH_VERSION" "numpy==$TLMOE_NUMPY_VERSION" >&2
+  "$venv/bin/pip" install -q "torch==$torch_version" "numpy==$TLMOE_NUMPY_VERSION" >&2
   echo "$want_stamp" > "$stamp"
   log "LibTorch installed"
 fi
@@ -57,7 +70,9 @@ fi
 # --- transformers (test tooling: golden files of the Hugging Face tests) -------------------
 # Installed next to torch in the same virtualenv; tlmoe itself never needs Python at run time.
 have_tf=$("$venv/bin/python" -c "import transformers; print(transformers.__version__)" 2>/dev/null || true)
-if [ "$have_tf" != "$TLMOE_TRANSFORMERS_VERSION" ]; then
+if [ $device = 1 ]; then
+  :  # the device's torch is for building the bundle; its tests' golden files come from the main virtualenv
+elif [ "$have_tf" != "$TLMOE_TRANSFORMERS_VERSION" ]; then
   log "installing transformers $TLMOE_TRANSFORMERS_VERSION (test tooling) into $venv"
   "$venv/bin/pip" install -q "transformers==$TLMOE_TRANSFORMERS_VERSION" >&2
 else
@@ -66,8 +81,8 @@ fi
 
 # --- checks ------------------------------------------------------------------------------
 got=$("$venv/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
-if [ "$got" != "$TLMOE_TORCH_VERSION" ]; then
-  echo "[setup] error: $venv holds torch $got, expected $TLMOE_TORCH_VERSION; delete it and rerun" >&2
+if [ "$got" != "$torch_version" ]; then
+  echo "[setup] error: $venv holds torch $got, expected $torch_version; delete it and rerun" >&2
   exit 1
 fi
 if command -v nvcc >/dev/null 2>&1; then

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -54,9 +55,19 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
+// Where the tests find what they need. The build compiles in the paths of this tree; a relocated
+// copy of the test executables (the GPU-machine bundle, scripts/device_bundle.sh) points them
+// elsewhere with TLMOE_TEST_BINARY, TLMOE_TEST_SOURCE_DIR, TLMOE_TEST_GOLDEN_DIR, TLMOE_TEST_PYTHON.
+inline std::string path_setting(const char* env_name, const char* built_in) {
+  const char* v = std::getenv(env_name);
+  return v && *v ? std::string(v) : std::string(built_in);
+}
+inline std::string binary() { return path_setting("TLMOE_TEST_BINARY", TLMOE_BINARY); }
+inline std::string source_dir() { return path_setting("TLMOE_TEST_SOURCE_DIR", TLMOE_SOURCE_DIR); }
+
 // Runs `tlmoe <args>` through the shell, capturing output. `args` is shell syntax.
 inline RunResult run_tlmoe(const std::string& args) {
-  std::string cmd = std::string("'") + TLMOE_BINARY + "' " + args + " 2>&1";
+  std::string cmd = std::string("'") + binary() + "' " + args + " 2>&1";
   RunResult r{-1, ""};
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -67,8 +78,6 @@ inline RunResult run_tlmoe(const std::string& args) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
-
-inline std::string source_dir() { return TLMOE_SOURCE_DIR; }
 
 // A TCP port free right now on 127.0.0.1 (the kernel picks it), for a test's rendezvous.
 inline int free_port() {

@@ -91,6 +91,15 @@ class C10dCommunicator final : public Communicator {
                    int64_t size, std::string name, double timeout_s, torch::Device device)
       : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), size_(size), name_(std::move(name)),
         timeout_s_(timeout_s), device_(device) {}
+  // NCCL's communicators are torn down explicitly (destroy_process_group's path in Python); a
+  // group destroyed without it warns and may leave its watchdog running.
+  ~C10dCommunicator() override {
+    if (name_ != "nccl") return;
+    try {
+      pg_->shutdown();
+    } catch (const std::exception&) {
+    }
+  }
 
   int64_t rank() const override { return rank_; }
   int64_t size() const override { return size_; }
@@ -304,8 +313,14 @@ LaunchEnv read_launch_env(const DistConfig& cfg, const EnvLookup& env) {
   return e;
 }
 
+bool nccl_available() { return TLMOE_HAVE_NCCL; }
+
 std::unique_ptr<Communicator> connect(const LaunchEnv& env, const DistConfig& cfg, const torch::Device& device) {
   if (!env.distributed()) return std::make_unique<LocalCommunicator>();
+  return connect_group(env, cfg, device);
+}
+
+std::unique_ptr<Communicator> connect_group(const LaunchEnv& env, const DistConfig& cfg, const torch::Device& device) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.timeout_s * 1000.0));
   std::string backend = cfg.backend;
   if (backend == "auto") backend = device.is_cuda() && TLMOE_HAVE_NCCL ? "nccl" : "gloo";

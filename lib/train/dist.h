@@ -135,6 +135,14 @@ class GradReducer {
 // cfg.timeout_s and build the backend chosen by cfg.backend for `device`.
 std::unique_ptr<Communicator> connect(const LaunchEnv& env, const DistConfig& cfg, const torch::Device& device);
 
+// The c10d group itself, for any world size, a world of one included (env.master_addr must be
+// set): what connect() builds for several processes. A one-rank group runs every collective
+// through the real backend, which is how the GPU tests exercise NCCL on a single device.
+std::unique_ptr<Communicator> connect_group(const LaunchEnv& env, const DistConfig& cfg, const torch::Device& device);
+
+// Whether this build can form NCCL groups (LibTorch with NCCL and tlmoe's CUDA kernels).
+bool nccl_available();
+
 // The contiguous rows [begin, end) of a batch of `rows` rows that rank `rank` of `world` takes:
 // sizes differ by at most one, lower ranks take the larger shares, some may be empty.
 std::pair<int64_t, int64_t> shard_rows(int64_t rows, int64_t rank, int64_t world);

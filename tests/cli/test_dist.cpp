@@ -52,7 +52,7 @@ pid_t spawn_rank(const std::vector<std::string>& args, int rank, int world, int 
   env.push_back("WORLD_SIZE=" + std::to_string(world));
   env.push_back("MASTER_ADDR=127.0.0.1");
   env.push_back("MASTER_PORT=" + std::to_string(port));
-  std::vector<std::string> argv = {TLMOE_BINARY};
+  std::vector<std::string> argv = {tlmoe::test::binary()};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> av, ev;
   for (auto& s : argv) av.push_back(s.data());
@@ -64,7 +64,7 @@ pid_t spawn_rank(const std::vector<std::string>& args, int rank, int world, int 
   posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, TLMOE_BINARY, &fa, nullptr, av.data(), ev.data());
+  const int rc = posix_spawn(&pid, argv[0].c_str(), &fa, nullptr, av.data(), ev.data());
   posix_spawn_file_actions_destroy(&fa);
   REQUIRE(rc == 0);
   return pid;

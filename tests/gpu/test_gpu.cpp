@@ -1,16 +1,19 @@
 // GPU tests (run only where a CUDA device is present; tests/gpu/gpu_main.cpp skips otherwise):
 // the dispatch ops on CUDA against the naive loop (the CPU tests' body) and against the CPU ops;
-// the model, training with bf16 autocast, and generation on CUDA against the CPU.
+// the model, training with bf16 autocast, and generation on CUDA against the CPU; NCCL.
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
 
+#include "config/config.h"
 #include "dispatch_parity.h"
 #include "kernels/device.h"
 #include "kernels/dispatch.h"
 #include "model_util.h"
 #include "model/generate.h"
 #include "model/seq2seq.h"
+#include "test_util.h"
+#include "train/dist.h"
 
 using namespace tlmoe;
 
@@ -134,4 +137,52 @@ TEST_CASE("bf16 autocast training on CUDA keeps fp32 weights, a fp32 loss, and l
   auto mem = kernels::peak_memory(torch::kCUDA);
   CHECK(mem.kind == "cuda_peak_allocated");
   CHECK(mem.peak_bytes > 0);
+  WARN("peak CUDA memory of 60 bf16 autocast training steps of the small model: " << mem.peak_bytes << " bytes");
+}
+
+TEST_CASE("NCCL: a one-rank group on the GPU reduces, broadcasts and buckets gradients through the real backend",
+          "[gpu][nccl]") {
+  REQUIRE(train::dist::nccl_available());
+  auto cfg = Config::defaults().dist;
+  cfg.backend = "nccl";
+  cfg.timeout_s = 60;
+  train::dist::LaunchEnv env;
+  env.launcher = "torchrun";
+  env.master_addr = "127.0.0.1";
+  env.master_port = test::free_port();
+  auto comm = train::dist::connect_group(env, cfg, torch::Device(torch::kCUDA, 0));
+  REQUIRE(comm->backend() == "nccl");
+  REQUIRE(comm->size() == 1);
+  auto gen = torch::Generator(at::detail::createCPUGenerator(11));
+  // host tensors (staged through the device) and device tensors of several dtypes
+  auto f = torch::randn({1000}, gen), bf = torch::randn({37}, gen).to(torch::kBFloat16);
+  auto l = torch::randint(-5, 5, {9}, gen, torch::kLong), d = torch::randn({5, 7}, gen).cuda();
+  std::vector<torch::Tensor> v = {f.clone(), bf.clone(), l.clone(), d.clone()};
+  comm->all_reduce_sum(v);  // a world of one: the sum is the tensor itself, moved through NCCL
+  CHECK(torch::equal(v[0], f));
+  CHECK(torch::equal(v[1], bf));
+  CHECK(torch::equal(v[2], l));
+  CHECK(v[3].is_cuda());
+  CHECK(torch::equal(v[3], d));
+  comm->broadcast(v);
+  CHECK(torch::equal(v[0], f));
+  auto flat = torch::arange(4096, torch::kFloat);
+  comm->start_all_reduce_sum(flat)->wait();
+  CHECK(torch::equal(flat, torch::arange(4096, torch::kFloat)));
+  comm->barrier();
+  CHECK(comm->all_gather_strings("rank zero") == std::vector<std::string>{"rank zero"});
+  comm->store_set("k", "v");
+  CHECK(comm->store_get("k") == std::optional<std::string>("v"));
+  CHECK(comm->store_add("n", 3) == 3);
+  // gradients bucketed during backward (hooks) on CUDA parameters, one of them unused
+  auto p0 = torch::randn({300}, gen).cuda().requires_grad_(), p1 = torch::randn({20, 10}, gen).cuda().requires_grad_();
+  auto unused = torch::zeros({4}).cuda().requires_grad_();
+  train::dist::GradReducer reducer({unused, p0, p1}, *comm, 1024);
+  reducer.arm();
+  ((p0 * p0).sum() + (p1 * 3).sum()).backward();
+  reducer.finish();
+  CHECK(torch::allclose(p0.grad(), 2 * p0.detach()));
+  CHECK(torch::equal(p1.grad(), torch::full({20, 10}, 3.0f).cuda()));
+  CHECK_FALSE(unused.grad().defined());
+  CHECK(reducer.buckets() >= 2);
 }

@@ -26,7 +26,7 @@ using namespace tlmoe;
 
 namespace {
 
-const fs::path kGolden = TLMOE_GOLDEN_DIR;
+const fs::path kGolden = test::path_setting("TLMOE_TEST_GOLDEN_DIR", TLMOE_GOLDEN_DIR);
 
 // The tiny data set with the architecture and tokenizer of the golden tiny_a BART.
 Config hf_config(const test::Tiny& t) {
@@ -48,7 +48,7 @@ Config hf_config(const test::Tiny& t) {
 }
 
 int run_python(const std::string& args, std::string* output) {
-  const std::string cmd = std::string("'") + TLMOE_PYTHON + "' " + args + " 2>&1";
+  const std::string cmd = std::string("'") + test::path_setting("TLMOE_TEST_PYTHON", TLMOE_PYTHON) + "' " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return -1;
   char buf[4096];
@@ -154,7 +154,7 @@ TEST_CASE("hf round trip: HF BART in, TL-MoE training, tlmoe export out, transfo
                                                       {"text_ids", text_ids}});
   test::write_text(out / "texts.json", json(texts).dump());
   std::string py;
-  const int rc = run_python("'" + (fs::path(TLMOE_SOURCE_DIR) / "tests/golden/check_export.py").string() + "' '" +
+  const int rc = run_python("'" + (fs::path(test::source_dir()) / "tests/golden/check_export.py").string() + "' '" +
                                 out.string() + "' '" + (out / "expected.safetensors").string() + "'",
                             &py);
   INFO(py);

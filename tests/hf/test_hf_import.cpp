@@ -23,7 +23,7 @@ using namespace tlmoe;
 
 namespace {
 
-const fs::path kGolden = TLMOE_GOLDEN_DIR;
+const fs::path kGolden = test::path_setting("TLMOE_TEST_GOLDEN_DIR", TLMOE_GOLDEN_DIR);
 
 json golden_index() {
   const auto p = kGolden / "golden.json";
