@@ -17,7 +17,8 @@
 #   generate    tlmoe bench generate, BART-base
 #   pipeline    a short quickstart on CUDA: gym, preprocess, train vanilla and TL-MoE, adapt, eval,
 #               analyze-routes
-# Without a CUDA device the GPU steps are skipped (a failure with --require-gpu).
+# Without a CUDA device the GPU steps are skipped (a failure with --require-gpu);
+# PIPELINE_DEVICE=cpu runs the pipeline step on the CPU instead (to check the script itself).
 #
 # Results: DIR (default ./tlmoe-gpu-results) gets log.txt (everything), summary.json (one entry per
 # step) and results.tar.gz (every step's JSON, log and report). Exit status: 0 when no step
@@ -44,6 +45,7 @@ mkdir -p "$out" || fail "cannot create the results folder $out"
 work="$(mktemp -d "${TMPDIR:-/tmp}/tlmoe-gpu-run.XXXXXX")" || fail "cannot create a scratch folder"
 steps="$work/steps"
 mkdir -p "$steps"
+: >"$steps/order.txt"
 log="$out/log.txt"
 : >"$log"
 say() { echo "$*" | tee -a "$log"; }
@@ -94,6 +96,7 @@ json_str() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' 
 record() {
   printf '{"step": "%s", "status": "%s", "exit_code": %s, "seconds": %s, "note": "%s"}\n' \
     "$1" "$2" "$3" "$4" "$(json_str "$5")" >"$steps/$1.json"
+  echo "$1" >>"$steps/order.txt"
   say "== $1: $2 (exit $3, $4 s)${5:+ — $5}"
   [ "$2" = fail ] && failed=1
   return 0
@@ -150,7 +153,7 @@ step_cpu_suite() {
 step_pipeline() {
   # The quickstart's stages at a few hundred steps, on CUDA, from a scratch folder (its configs
   # use paths relative to the working directory).
-  local d="$work/pipeline" s="--set device=cuda"
+  local d="$work/pipeline" s="--set device=$pipeline_device"
   mkdir -p "$d" && cp -r "$here/src/configs" "$d/" && cd "$d" || return 1
   local v=configs/quickstart_vanilla.yaml c=configs/quickstart.yaml q=runs/quickstart short="--set train.steps=300 --set train.eval_every=150"
   set -e
@@ -167,7 +170,8 @@ step_pipeline() {
   cp $q/analysis/report.md "$steps/pipeline_routes_report.md"
 }
 
-export here py got_torch torch_lib torch_cuda tlmoe work steps jobs
+pipeline_device="${PIPELINE_DEVICE:-cuda}"
+export here py got_torch torch_lib torch_cuda tlmoe work steps jobs pipeline_device
 export -f step_env step_cpu_suite step_pipeline
 
 say "tlmoe GPU check from $here -> $out ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
@@ -187,9 +191,11 @@ if [ $gpu = 1 ]; then
     --out "$steps/train_report.json"
   run_step generate 150 "" "$tlmoe" bench generate --config "$here/src/configs/bench/bart_base.yaml" --set device=cuda \
     --batches 4 --rounds 3 --out "$steps/generate_report.json"
-  run_step pipeline 300 "" step_pipeline
+  run_step pipeline 300 "on $pipeline_device" step_pipeline
 else
-  for s in dispatch train generate pipeline; do skip_step $s "no CUDA device"; done
+  for s in dispatch train generate; do skip_step $s "no CUDA device"; done
+  if [ "$pipeline_device" = cpu ]; then run_step pipeline 1200 "on cpu" step_pipeline
+  else skip_step pipeline "no CUDA device"; fi
 fi
 
 # ---- results -------------------------------------------------------------------------------------
@@ -199,12 +205,11 @@ total=$(( $(date +%s) - t_start ))
     "$(tr -d '\n' <"$here/bundle.json")" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$total" \
     "$([ $failed = 1 ] && echo true || echo false)" "$(json_str "${gpu_name:-none}")"
   first=1
-  for f in "$steps"/*.json; do
-    case "$f" in *_report.json | *_summary.json) continue ;; esac
+  while read -r name; do
     [ $first = 1 ] || printf ',\n'
     first=0
-    printf '  %s' "$(tr -d '\n' <"$f")"
-  done
+    printf '  %s' "$(tr -d '\n' <"$steps/$name.json")"
+  done <"$steps/order.txt"
   printf '\n ]}\n'
 } >"$out/summary.json"
 tar -C "$work" -czf "$out/results.tar.gz" steps

@@ -2,10 +2,16 @@
 # The quickstart pipeline on the embedded gym. Usage: scripts/quickstart.sh [path/to/tlmoe]
 # Every output goes under runs/quickstart/. Re-running starts the training runs afresh; the
 # adaptation sweeps are resumable, so they are restarted too (their folders are removed).
+# Every stage must succeed: the first failure stops the script with its exit code.
+#
+# The tables end up in one generated results file, runs/quickstart/results.md, with the commit,
+# machine, CPU and date in its header; it is also copied to $QUICKSTART_RESULTS (default
+# docs/results/quickstart.md, the file docs/results.md reads; set it empty to skip the copy).
 set -euo pipefail
 tlmoe="${1:-build/tlmoe}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=runs/quickstart
+results_copy="${QUICKSTART_RESULTS-docs/results/quickstart.md}"
 cfg=configs/quickstart.yaml
 vcfg=configs/quickstart_vanilla.yaml
 mkdir -p "$out"
@@ -35,11 +41,7 @@ step "6/8 tlmoe eval: zero-shot on the unseen tasks (no training)"
 "$tlmoe" eval --config "$cfg" --checkpoint "$out/tlmoe/best" --out "$out/zeroshot/tlmoe" > /dev/null
 
 step "7/8 tlmoe analyze-routes: what the router learned"
-if "$tlmoe" analyze-routes --help > /dev/null 2>&1 && "$tlmoe" analyze-routes --config "$cfg" --checkpoint "$out/tlmoe/best" --out "$out/analysis"; then
-  analysis="$out/analysis/report.md"
-else
-  analysis="(routing analysis unavailable)"
-fi
+"$tlmoe" analyze-routes --config "$cfg" --checkpoint "$out/tlmoe/best" --out "$out/analysis"
 
 step "8/8 results"
 echo "Few-shot (dev-selected test score, mean over k-shot splits; ARG in %):"
@@ -48,10 +50,17 @@ echo "Few-shot (dev-selected test score, mean over k-shot splits; ARG in %):"
 echo
 echo "Zero-shot (test score without training):"
 "$tlmoe" eval table vanilla="$out/zeroshot/vanilla" tlmoe="$out/zeroshot/tlmoe" --markdown "$out/zeroshot.md"
+python3 scripts/write_results.py "$tlmoe" "$out" "$(( $(date +%s) - t0 ))" > "$out/results.md.tmp"
+mv "$out/results.md.tmp" "$out/results.md"
+if [ -n "$results_copy" ]; then
+  mkdir -p "$(dirname "$results_copy")"
+  cp "$out/results.md" "$results_copy.tmp" && mv "$results_copy.tmp" "$results_copy"
+fi
 echo
 echo "quickstart done in $(( $(date +%s) - t0 )) s. Outputs under $out/:"
 echo "  vanilla/ tlmoe/            training runs (best/ last/ checkpoints, metrics.jsonl, routes/)"
 echo "  adapt/{direct,vanilla,tlmoe}/  results.csv and summary.json of the few-shot sweeps"
 echo "  zeroshot/{vanilla,tlmoe}/  summary.json and predictions/ of the zero-shot evaluation"
 echo "  fewshot.md zeroshot.md     the tables above as Markdown"
-echo "  routing analysis:          $analysis"
+echo "  analysis/report.md         the routing analysis"
+echo "  results.md                 every table above, with commit, machine and date${results_copy:+ (copied to $results_copy)}"

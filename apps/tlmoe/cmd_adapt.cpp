@@ -8,7 +8,7 @@
 #include "commands.h"
 #include "common/error.h"
 #include "common/strings.h"
-#include "train/adapt.h"
+#include "adapt/adapt.h"
 
 namespace tlmoe::app {
 
@@ -42,7 +42,7 @@ void setup_adapt(CLI::App& app) {
   cmd->callback([o] {
     if (o->checkpoint.empty() == !o->scratch)
       throw UsageError("adapt: give exactly one of --checkpoint CK or --from-scratch");
-    train::AdaptOptions a;
+    adapt::AdaptOptions a;
     a.cfg = load_config(o->config.sources());
     a.checkpoint = o->checkpoint;
     a.out_dir = o->out;
@@ -51,7 +51,7 @@ void setup_adapt(CLI::App& app) {
     a.plain_progress = o->plain;
     a.stop_after_points = o->stop_after;
     a.launch = train::dist::read_launch_env(a.cfg.dist, train::dist::process_env());  // torchrun / Slurm
-    auto r = train::adapt(a);
+    auto r = adapt::adapt(a);
     if (a.launch.rank > 0) return;  // rank 0 reports for the sweep
     std::printf("%-28s %-20s %8s %8s %6s\n", "task", "metric", "mean", "std", "splits");
     for (auto it = r.summary["tasks"].begin(); it != r.summary["tasks"].end(); ++it) {

@@ -4,7 +4,7 @@
 
 #include "commands.h"
 #include "io/atomic_file.h"
-#include "train/bench.h"
+#include "bench/bench.h"
 
 namespace tlmoe::app {
 
@@ -13,9 +13,9 @@ void setup_bench(CLI::App& app) {
     ConfigOptions config;
     std::string what;
     std::string out;
-    train::BenchTrainOptions train;
-    train::BenchGenerateOptions generate;
-    train::BenchDispatchOptions dispatch;
+    bench::BenchTrainOptions train;
+    bench::BenchGenerateOptions generate;
+    bench::BenchDispatchOptions dispatch;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("bench", "Throughput benchmarks, reported as ratios measured in one run");
@@ -48,10 +48,10 @@ void setup_bench(CLI::App& app) {
     o->generate.rounds = o->train.rounds;
     o->dispatch.rounds = o->train.rounds;
     o->generate.src_len = o->train.src_len;
-    auto rep = o->what == "train"      ? train::bench_train(cfg, o->train, std::cerr)
-               : o->what == "generate" ? train::bench_generate(cfg, o->generate, std::cerr)
-                                       : train::bench_dispatch(cfg, o->dispatch, std::cerr);
-    std::cout << train::format_bench_table(rep);
+    auto rep = o->what == "train"      ? bench::bench_train(cfg, o->train, std::cerr)
+               : o->what == "generate" ? bench::bench_generate(cfg, o->generate, std::cerr)
+                                       : bench::bench_dispatch(cfg, o->dispatch, std::cerr);
+    std::cout << bench::format_bench_table(rep);
     if (!o->out.empty()) io::write_file_atomic(o->out, rep.dump(2) + "\n");
   });
 }

@@ -13,9 +13,9 @@
 #include "commands.h"
 #include "common/error.h"
 #include "common/strings.h"
-#include "eval/compare.h"
+#include "metrics/compare.h"
 #include "io/atomic_file.h"
-#include "train/eval_tasks.h"
+#include "evaluate/checkpoint_eval.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -25,7 +25,7 @@ namespace tlmoe::app {
 namespace {
 
 // summary.json of `tlmoe adapt` or `tlmoe eval` (a run directory or the file itself).
-eval::ScoreTable read_scores(const std::string& run) {
+metrics::ScoreTable read_scores(const std::string& run) {
   fs::path p = run;
   if (fs::is_directory(p)) p /= "summary.json";
   std::ifstream f(p);
@@ -40,7 +40,7 @@ eval::ScoreTable read_scores(const std::string& run) {
     throw DataError(p.string(), 0, "not a tlmoe summary: no \"tasks\" object");
   if (!j.value("complete", true))
     std::cerr << "warning: " << p.string() << " is an incomplete sweep; only its finished splits are compared\n";
-  eval::ScoreTable t;
+  metrics::ScoreTable t;
   for (auto it = j["tasks"].begin(); it != j["tasks"].end(); ++it) {
     const json& splits = it.value().at("splits");
     for (auto s = splits.begin(); s != splits.end(); ++s) {
@@ -80,7 +80,7 @@ std::string fmt_pct(double v) {
 
 // `tlmoe eval table NAME=DIR...`: the runs side by side per task, then ARG for pairs of them.
 void run_table(const std::vector<std::string>& runs, const std::string& pairs_arg, const std::string& markdown,
-               const eval::CompareOptions& co) {
+               const metrics::CompareOptions& co) {
   std::vector<std::string> names, dirs;
   for (const auto& r : runs) {
     const auto eq = r.find('=');
@@ -106,7 +106,7 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
     }
   }
   std::vector<json> sums;
-  std::vector<eval::ScoreTable> tables;
+  std::vector<metrics::ScoreTable> tables;
   std::set<std::string> tasks;
   for (const auto& d : dirs) {
     sums.push_back(read_summary(d));
@@ -159,7 +159,7 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   md << "\n\n| comparison | ARG (all tasks) | ARG (unflagged) | tasks unflagged | p (sign-flip) | 95% CI (unflagged) |\n"
         "|---|---:|---:|---:|---:|---|\n";
   for (const auto& [a, b] : pairs) {
-    auto c = eval::compare_runs(tables[a], tables[b], co);
+    auto c = metrics::compare_runs(tables[a], tables[b], co);
     std::snprintf(buf, sizeof buf, "ARG %s over %s: %s over %zu tasks; %s over the %zu unflagged (p = %.4g, 95%% CI [%s, %s])\n",
                   names[a].c_str(), names[b].c_str(), fmt_pct(c.all.arg_percent).c_str(), c.all.tasks,
                   fmt_pct(c.unflagged.arg_percent).c_str(), c.unflagged.tasks, c.unflagged.p_value,
@@ -187,7 +187,7 @@ void setup_eval(CLI::App& app) {
     std::string run_a, run_b, json_out;
     std::vector<std::string> table_runs;
     std::string pairs, markdown;
-    eval::CompareOptions co;
+    metrics::CompareOptions co;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -222,10 +222,10 @@ void setup_eval(CLI::App& app) {
   compare->add_option("--seed", o->co.seed, "Seed of the permutation test and bootstrap")->capture_default_str();
   compare->callback([o] {
     auto a = read_scores(o->run_a), b = read_scores(o->run_b);
-    auto c = eval::compare_runs(a, b, o->co);
-    std::cout << eval::format_comparison(c, o->run_a, o->run_b);
+    auto c = metrics::compare_runs(a, b, o->co);
+    std::cout << metrics::format_comparison(c, o->run_a, o->run_b);
     if (!o->json_out.empty())
-      io::write_file_atomic(o->json_out, eval::comparison_to_json(c, o->run_a, o->run_b).dump(1) + "\n");
+      io::write_file_atomic(o->json_out, metrics::comparison_to_json(c, o->run_a, o->run_b).dump(1) + "\n");
   });
 
   auto* table = cmd->add_subcommand(
@@ -246,7 +246,7 @@ void setup_eval(CLI::App& app) {
     if (cmd->got_subcommand("compare") || cmd->got_subcommand("table")) return;
     if (o->config.file.empty()) throw UsageError("eval: --config is required (data and eval settings)");
     if (o->checkpoint.empty()) throw UsageError("eval: --checkpoint is required");
-    train::EvalTasksOptions e;
+    evaluate::CheckpointEvalOptions e;
     e.cfg = load_config(o->config.sources());
     e.checkpoint = o->checkpoint;
     e.tasks = split_list(o->tasks);
@@ -254,8 +254,8 @@ void setup_eval(CLI::App& app) {
     e.out_dir = o->out;
     e.max_examples = o->max_examples;
     e.log = &std::cerr;
-    auto s = train::evaluate_tasks(e);
-    std::cout << train::format_eval_summary(s);
+    auto s = evaluate::evaluate_checkpoint(e);
+    std::cout << evaluate::format_eval_summary(s);
     if (!o->out.empty()) std::cout << "summary: " << o->out << "/summary.json\n";
   });
 }

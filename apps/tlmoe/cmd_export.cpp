@@ -3,12 +3,12 @@
 #include <memory>
 
 #include "commands.h"
-#include "train/export.h"
+#include "export/hf_export.h"
 
 namespace tlmoe::app {
 
 void setup_export(CLI::App& app) {
-  auto o = std::make_shared<train::ExportOptions>();
+  auto o = std::make_shared<hf_export::ExportOptions>();
   auto* cmd = app.add_subcommand(
       "export", "One task's routed model as a plain Hugging Face BART directory (model.safetensors, config.json, "
                 "generation_config.json, tokenizer files) that transformers loads");
@@ -27,7 +27,7 @@ void setup_export(CLI::App& app) {
                 "Soft routes: export the route-weighted average of the experts and report the dev log-likelihood change");
   cmd->add_option("--device", o->device, "cpu, cuda or auto")->capture_default_str();
   cmd->callback([o] {
-    const auto r = train::export_task(*o, std::cerr);
+    const auto r = hf_export::export_task(*o, std::cerr);
     std::cout << "exported " << o->task << " to " << o->out.string() << (r.exact ? " (exact)" : " (approximate)");
     if (r.dev_measured)
       std::cout << "; dev log-likelihood per token " << r.dev_loglik_routed << " -> " << r.dev_loglik_export

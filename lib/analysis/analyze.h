@@ -1,11 +1,11 @@
-// `tlmoe analyze-routes`: what the router of a checkpoint learned (issue #5, SPEC §7).
+// `tlmoe analyze-routes`: what the router of a checkpoint learned (docs/method.md §12).
 //
 // For every task of the checkpoint's task table (seen = the split file's train list, dev, and
 // unseen = test) and every routed layer: the distribution over the experts at τ = 1 and at the
 // checkpoint's τ (softmax of the router's logits), and the hard choice; figures, statistics
 // against the task categories (ontology.json, else tasks.json), an optional comparison with a
 // second run after aligning its experts, and counterfactual evaluations (an expert ablated, a
-// task forced onto another task's route) through train::evaluate_tasks. Everything is written
+// task forced onto another task's route) through evaluate::evaluate_checkpoint. Everything is written
 // to one folder with a report.md that links it; docs/analyze-routes.md lists the files.
 //
 // This layer loads models (LibTorch); the statistics (stats.h) and figures (plot.h) it calls are

@@ -1,4 +1,4 @@
-// Figures of the routing analysis (issue #5, SPEC §7), as PNG or SVG:
+// Figures of the routing analysis (docs/method.md §12), as PNG or SVG:
 //   plot_route_heatmap  tasks x (layer, expert) weights, banded by category and sub-category
 //   plot_scatter        2-D points (e.g. PCA of route vectors) coloured by category
 //   plot_grouped_bars   small multiples of grouped bars (e.g. P(expert | category) per layer)

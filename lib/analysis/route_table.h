@@ -1,4 +1,4 @@
-// Route tables: for each task and each routed layer, the distribution over the experts (SPEC §7),
+// Route tables: for each task and each routed layer, the distribution over the experts (docs/method.md §12),
 // and the category labels the routing analysis relates them to. Plain C++ (no LibTorch): the
 // statistics (stats.h) and figures (plot.h) work on these, so they are testable without a model.
 //
@@ -88,7 +88,7 @@ struct Labeling {
 };
 Labeling encode_labels(const std::vector<std::string>& labels);
 
-// The task order of the figures (SPEC §7): by top category, then sub-category, then task name,
+// The task order of the figures (docs/method.md §12): by top category, then sub-category, then task name,
 // all compared as strings; tasks with an empty top category come last. top and sub are per task
 // (sub may be empty: no sub-category). Returns indices into `tasks` (for select_tasks). With the
 // reference ontology, whose categories are in alphabetical order in the file, this is the

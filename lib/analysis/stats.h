@@ -1,4 +1,4 @@
-// Statistics of learned routes against a task ontology (issue #5, SPEC §7): expert–category
+// Statistics of learned routes against a task ontology (docs/method.md §12): expert–category
 // association per layer, clustering of route vectors against the categories, a permutation
 // test, alignment of the experts of two runs, PCA, route entropy and route dynamics.
 //

@@ -218,19 +218,19 @@ using VI = std::vector<std::int64_t>;
 
 #define TLMOE_GET(member) [](Config& c) -> auto& { return c.member; }
 
-std::vector<FieldSpec> declare() {
-  std::vector<FieldSpec> v;
-  Declarer d(v);
-  const S all = "all";
-  const S pre = "preprocess, train, adapt, eval";
-  const S trn = "train";
-  const S mdl = "train, adapt, eval, analyze-routes";
+// Which commands read a key (the "used by" column of docs/config.md).
+const S all = "all";
+const S pre = "preprocess, train, adapt, eval";
+const S trn = "train";
+const S mdl = "train, adapt, eval, analyze-routes";
 
+// The device, reference_compat, data and tokenizer sections.
+void declare_data(Declarer& d) {
   // ---- top level ----
   d.add<S>("device", TLMOE_GET(device), "auto", all, "Where tensors live: auto picks cuda when a GPU is present.",
            one_of({"auto", "cpu", "cuda"}));
   d.add<bool>("reference_compat", TLMOE_GET(reference_compat), false, mdl,
-              "Reproduce the reference code's behaviour where tlmoe deliberately differs (SPEC §11, items marked R).");
+              "Reproduce the reference code's behaviour where tlmoe deliberately differs (docs/method.md §13.22).");
 
   // ---- data ----
   d.add<S>("data.dir", TLMOE_GET(data.dir), "gym", pre,
@@ -267,7 +267,10 @@ std::vector<FieldSpec> declare() {
                 "SentencePiece character coverage when training.", range(0.9, 1.0));
   d.add<I>("tokenizer.max_train_lines", TLMOE_GET(tokenizer.max_train_lines), 200000, pre,
            "At most this many text lines (inputs and outputs) are used to train the tokenizer.", range(1, 1e9));
+}
 
+// The model and routing sections.
+void declare_model(Declarer& d) {
   // ---- model ----
   d.add<I>("model.d_model", TLMOE_GET(model.d_model), 768, mdl, "Hidden size D.", range(8, 65536));
   d.add<I>("model.encoder_layers", TLMOE_GET(model.encoder_layers), 6, mdl, "Encoder layers.", range(1, 128));
@@ -321,7 +324,10 @@ std::vector<FieldSpec> declare() {
            "Checkpoint directory whose router and task table initialise this run (stage 2 of the paper's two-stage training). Empty: fresh router.");
   d.add<bool>("routing.freeze", TLMOE_GET(routing.freeze), false, trn,
            "Keep the router's parameters fixed during training (stage 2).");
+}
 
+// The task representation and train sections.
+void declare_training(Declarer& d) {
   // ---- task representations ----
   d.add<S>("task_rep.kind", TLMOE_GET(task_rep.kind), "learned", mdl,
            "Router input per task: learned table, textemb (mean encoder states), fisher (adapter Fisher + PCA).",
@@ -374,7 +380,10 @@ std::vector<FieldSpec> declare() {
            "Dev examples per task decoded for the dev score (the first N of each task's dev file; 0 = all).", range(0, 1e12));
   d.add<I>("train.log_every", TLMOE_GET(train.log_every), 10, trn, "Write a metrics.jsonl line every N steps.", range(1, 1e12));
   d.add<I>("train.seed", TLMOE_GET(train.seed), 42, trn, "Random seed of initialisation, data order, dropout and gumbel noise.", range(0, 4294967295.0));
+}
 
+// The adapt, eval, analysis and dist sections.
+void declare_evaluation(Declarer& d) {
   // ---- adapt ----
   d.add<VD>("adapt.lrs", TLMOE_GET(adapt.lrs), {1e-5, 2e-5, 5e-5}, "adapt", "Learning-rate grid.", at_least(0));
   d.add<VI>("adapt.batch_sizes", TLMOE_GET(adapt.batch_sizes), {2, 4, 8}, "adapt", "Batch-size grid.", range(1, 1 << 20));
@@ -440,6 +449,15 @@ std::vector<FieldSpec> declare() {
   d.add<bool>("dist.overlap", TLMOE_GET(dist.overlap), true, "train",
               "Start a bucket's all-reduce as soon as backward has produced all of its gradients (in bucket order on "
               "every rank) instead of after backward; false: every bucket after backward.");
+}
+
+std::vector<FieldSpec> declare() {
+  std::vector<FieldSpec> v;
+  Declarer d(v);
+  declare_data(d);
+  declare_model(d);
+  declare_training(d);
+  declare_evaluation(d);
   return v;
 }
 

@@ -197,7 +197,8 @@ struct Adder {
 
 // ---- extractive ---------------------------------------------------------------------------
 
-void add_extractive(Adder& add) {
+// Spans found by a cue word or by markers.
+void add_cue_spans(Adder& add) {
   add("clause_after_because", kExtractive, "cue span", "EM", "train", {},
       "Copy the part of the text that comes after the word \"because\".", [](Rng& r, int) {
         Event a = make_event(r, -1, -1, 0);
@@ -271,7 +272,10 @@ void add_extractive(Adder& add) {
         std::string other = make_event(r).clause() + " .";
         return ex("passage: " + (r.chance(1, 2) ? other + " " + s : s + " " + other), {span});
       });
+}
 
+// Entities of a sentence, and reading comprehension over a short story.
+void add_entities_and_reading(Adder& add) {
   add("extract_person", kExtractive, "entity extraction", "EM", "train", {},
       "Return the name of the person mentioned in the sentence.", [](Rng& r, int) {
         Event e = make_event(r, -1, 1, 0);
@@ -379,9 +383,15 @@ void add_extractive(Adder& add) {
       });
 }
 
+void add_extractive(Adder& add) {
+  add_cue_spans(add);
+  add_entities_and_reading(add);
+}
+
 // ---- classification -----------------------------------------------------------------------
 
-void add_classification(Adder& add) {
+// Sentiment and topic.
+void add_sentiment_and_topic(Adder& add) {
   add("sentiment_lexicon", kClassification, "sentiment", "Classification-F1", "train",
       {"positive", "negative"}, "Is the opinion in the sentence positive or negative?",
       [](Rng& r, int label) {
@@ -465,7 +475,10 @@ void add_classification(Adder& add) {
       "Which section does the headline belong to: athletics, cooking, research or finance?",
       topic_task({"sports", "food", "science", "business"}, {"athletics", "cooking", "research", "finance"},
                  "headline: "));
+}
 
+// Word detection and inference.
+void add_detection_and_inference(Adder& add) {
   // Word detection: the same sentence frames with an animal (or colour) or an ordinary word.
   add("animal_detect", kClassification, "word detection", "Classification-F1", "train", {"yes", "no"},
       "Does the sentence mention an animal? Answer yes or no.", [](Rng& r, int label) {
@@ -581,7 +594,10 @@ void add_classification(Adder& add) {
             "sentence1: " + p.clause() + " . sentence2: " + h + " question: does sentence1 imply sentence2 ?",
             {label == 0 ? "yes" : "no"});
       });
+}
 
+// Acceptability and regression.
+void add_acceptability_and_regression(Adder& add) {
   // Acceptability: a well-formed event sentence or one broken in a way any speaker notices.
   auto broken = [](Rng& r, const Event& e, bool with_verb_form) {
     const std::string tail = e.with_tail("");
@@ -645,6 +661,12 @@ void add_classification(Adder& add) {
         }
         return ex("comment: i saw " + join(parts, " , ") + " .", {std::to_string(n)});
       });
+}
+
+void add_classification(Adder& add) {
+  add_sentiment_and_topic(add);
+  add_detection_and_inference(add);
+  add_acceptability_and_regression(add);
 }
 
 // ---- world knowledge ----------------------------------------------------------------------

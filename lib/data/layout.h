@@ -1,4 +1,4 @@
-// Dataset discovery in the CrossFit layout (SPEC §8):
+// Dataset discovery in the CrossFit layout (docs/data.md):
 //   {dir}/{task}/{task}_{k}_{seed}_{train|dev|test}.tsv   k-shot splits, one prefix per (k, seed)
 //   {dir}/{task}/{task}_full_{train|dev}.tsv              optional whole sets (tlmoe's extension)
 // Discovery only looks at names; reading the files is read_tsv's job.

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <fstream>
 #include <functional>
 #include <iomanip>
 #include <map>
@@ -496,6 +497,24 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
   log << format_task_table(report.tasks);
   log << "wrote " << manifest_path.string() << "\n";
   return report;
+}
+
+json read_preprocess_manifest(const Config& cfg) {
+  const fs::path p = fs::path(cache_dir(cfg)) / "manifest.json";
+  std::ifstream f(p);
+  if (!f) throw DataError(p.string(), 0, "cannot read the preprocess manifest; run `tlmoe preprocess`");
+  try {
+    return json::parse(f);
+  } catch (const json::exception& e) {
+    throw DataError(p.string(), 0, std::string("damaged manifest: ") + e.what());
+  }
+}
+
+std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg) {
+  const json man = read_preprocess_manifest(cfg);
+  const fs::path path = man.at("tokenizer").at("path").get<std::string>();
+  if (man.at("tokenizer").value("kind", std::string("sentencepiece")) == "bart-bpe") return text::BartBpeTokenizer::load(path);
+  return text::SentencePieceTokenizer::load(path);
 }
 
 }  // namespace tlmoe::data

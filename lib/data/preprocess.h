@@ -9,12 +9,15 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
 #include "data/token_cache.h"
+#include "text/tokenizer.h"
 
 namespace tlmoe::data {
 
@@ -49,6 +52,12 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log);
 
 // The per-task table, aligned columns, one line per task plus a total.
 std::string format_task_table(const std::vector<TaskSummary>& tasks);
+
+// manifest.json of cfg's cache. DataError when it is missing (preprocess has not run) or damaged.
+nlohmann::json read_preprocess_manifest(const Config& cfg);
+
+// The tokenizer recorded in the preprocess manifest of cfg's cache.
+std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg);
 
 }  // namespace tlmoe::data
 

@@ -370,4 +370,11 @@ Ontology load_ontology(const fs::path& path) {
   return o;
 }
 
+std::map<std::string, std::string> task_metrics(const std::filesystem::path& tasks_file) {
+  const TaskTable table = load_tasks(tasks_file);
+  std::map<std::string, std::string> m;
+  for (const auto& name : table.names()) m[name] = table.info(name).metric;
+  return m;
+}
+
 }  // namespace tlmoe::data

@@ -1,6 +1,6 @@
 // Task-level metadata: the task partition (splits.json), per-task information (tasks.json or
 // CrossFit's task_metrics.json) and the task ontology (ontology.json). Formats in docs/data.md
-// and SPEC §8. Every loader throws DataError naming the file, and the line where it is known
+// and docs/data.md. Every loader throws DataError naming the file, and the line where it is known
 // (JSON syntax errors, the entry of a bad task).
 #pragma once
 
@@ -109,5 +109,8 @@ struct Ontology {
 
 // Errors: non-object levels, non-string tasks, empty names, a task listed twice (both places named).
 Ontology load_ontology(const std::filesystem::path& path);
+
+// task -> CrossFit metric name, from tasks.json (either of its two formats).
+std::map<std::string, std::string> task_metrics(const std::filesystem::path& tasks_file);
 
 }  // namespace tlmoe::data

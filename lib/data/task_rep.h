@@ -1,4 +1,4 @@
-// Task-representation files (SPEC §2): one vector per task, computed by `tlmoe preprocess`
+// Task-representation files (docs/method.md §5): one vector per task, computed by `tlmoe preprocess`
 // (task_rep.kind = textemb | fisher) and loaded by train, adapt and eval.
 //
 // Format: a safetensors file with one F32 tensor "matrix" [n_tasks, dim] and metadata

@@ -1,6 +1,6 @@
 // Token caches: one tokenized TSV file in a compact, versioned binary file (`.tok`).
 //
-// Tokenization (SPEC §3.1, in spirit):
+// Tokenization (docs/method.md §6.1):
 //   input  text = " [" + task + "] " + input   (data.task_prefix; else input as is)
 //   output text = " " + output                 (one sequence per gold answer)
 //   ids = <s> encode(text) </s>; a sequence longer than the maximum is cut to max-1 ids and
@@ -95,7 +95,7 @@ struct TokenCache {
   std::vector<TokenizedExample> examples;
 };
 
-// The text that is tokenized for an input / an output (SPEC §3.1).
+// The text that is tokenized for an input / an output (docs/method.md §6.1).
 std::string input_text(const std::string& task, const std::string& input, bool task_prefix);
 std::string output_text(const std::string& output);
 

@@ -1,4 +1,4 @@
-// CrossFit / NLP Few-shot Gym TSV files (SPEC §8).
+// CrossFit / NLP Few-shot Gym TSV files (docs/data.md).
 //
 // One example per line:   input<TAB>output1[<TAB>output2...]     (UTF-8, LF or CRLF)
 // Several outputs are several gold answers. File names:

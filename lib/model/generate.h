@@ -1,4 +1,4 @@
-// Batched generation for the seq2seq model (SPEC §3.3, §4.1): greedy search and beam search
+// Batched generation for the seq2seq model (docs/method.md §6.7, §8.2): greedy search and beam search
 // with Hugging Face's semantics, a key/value cache, and the logits processors BART's generation
 // config uses (forced BOS/EOS, no-repeat-ngram, minimum length).
 //

@@ -1,4 +1,4 @@
-// Hugging Face BART directories in and out (SPEC §1.9 import, issue 7 export).
+// Hugging Face BART directories in and out (import: docs/method.md §1.6; the export of a routed task is export/hf_export.h).
 //
 // A directory in Hugging Face layout holds
 //   config.json              BartConfig (model_type "bart")

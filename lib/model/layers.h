@@ -1,4 +1,4 @@
-// BART building blocks (SPEC §1.1): multi-head attention and post-LayerNorm encoder/decoder
+// BART building blocks (docs/method.md §1.1): multi-head attention and post-LayerNorm encoder/decoder
 // layers with exactly Hugging Face BART's parameter names, so that a facebook/bart-base state
 // dict maps onto them one to one:
 //   self_attn.{q,k,v,out}_proj.{weight,bias}  self_attn_layer_norm.{weight,bias}
@@ -21,11 +21,11 @@ struct LayerOptions {
   double activation_dropout = 0.1;
   double layer_norm_eps = 1e-5;
   double init_std = 0.02;
-  int64_t adapter_dim = 0;  // > 0: bottleneck adapters (Fisher task representations, SPEC §2)
+  int64_t adapter_dim = 0;  // > 0: bottleneck adapters (Fisher task representations, docs/method.md §5)
 };
 
-// Bottleneck adapter x + up(gelu(down(x))) (SPEC §2, Fisher recipe): down [a,D], up [D,a].
-// tlmoe initialises both N(0, 1e-2) (the reference's all-ones init is a bug, SPEC §11.15).
+// Bottleneck adapter x + up(gelu(down(x))) (docs/method.md §5, Fisher recipe): down [a,D], up [D,a].
+// tlmoe initialises both N(0, 1e-2) (the reference's all-ones init is a bug, docs/method.md §13.15).
 class AdapterImpl : public torch::nn::Module {
  public:
   AdapterImpl(int64_t d_model, int64_t dim);

@@ -10,7 +10,7 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-// SPEC §1.3: every Linear of the router (including ones nested in library modules, such as the
+// docs/method.md §2: every Linear of the router (including ones nested in library modules, such as the
 // attention's out_proj) gets weight ~ N(0, std) and zero bias.
 void init_linears(torch::nn::Module& m, double std) {
   torch::NoGradGuard g;

@@ -1,4 +1,4 @@
-// Routers (SPEC §1.3): a network from one task vector z [B, d_in] to route logits [L, B, E],
+// Routers (docs/method.md §2): a network from one task vector z [B, d_in] to route logits [L, B, E],
 // one row per routed layer (encoder layers first, then decoder layers).
 //
 // Ownership: routers are held as std::shared_ptr<RouterImpl> (the base is abstract, so there is
@@ -23,7 +23,7 @@
 //   mlp = linear, layer_mlp = linear_layer_specific (default), gru = gru_layer_specific,
 //   lstm = lstm_layer_specific, transformer = transformer_layer_specific.
 //
-// Initialisation (SPEC §1.3, the reference's HF init_weights): every torch::nn::Linear weight
+// Initialisation (docs/method.md §2, the reference's HF init_weights): every torch::nn::Linear weight
 // ~ N(0, init_std) with zero bias; GRU/LSTM parameters keep LibTorch's defaults; the attention's
 // packed in_proj keeps MultiheadAttention's default (xavier-uniform weight, zero bias) because it
 // is not a Linear in the reference either; LayerNorms are ones/zeros.

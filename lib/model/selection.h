@@ -1,5 +1,5 @@
 // Selection functions, the temperature schedule, exploration and the routing baselines
-// (SPEC §1.4, §1.6, §3.6, §11.3-4, §11.7-8). Stateless free functions; the model owns the
+// (docs/method.md §3, §4, §13.3, §13.4, §13.7, §13.8). Stateless free functions; the model owns the
 // router and calls these.
 //
 // Shapes: L routed layers (encoder first), B examples, E experts, K selected experts.
@@ -28,7 +28,7 @@ struct SelectionOptions {
   double tau = 1.0;                // temperature, > 0
   int64_t top_k = 1;               // K for topk, 1 <= K <= E
   bool training = true;
-  bool sample_at_eval = false;     // gumbel modes draw noise at eval too (the reference, SPEC §10.4)
+  bool sample_at_eval = false;     // gumbel modes draw noise at eval too (the reference, docs/method.md §13.3)
 };
 
 struct Routes {
@@ -51,10 +51,10 @@ Routes select_routes(const torch::Tensor& logits, const SelectionOptions& o,
                      std::optional<at::Generator> gen = std::nullopt);
 std::vector<std::string> selection_kinds();
 
-// τ(step) = max(τ0 · exp(−rate · step), τ_min) (SPEC §1.4); step = optimizer steps done.
+// τ(step) = max(τ0 · exp(−rate · step), τ_min) (docs/method.md §3.2); step = optimizer steps done.
 double temperature_at(int64_t step, double tau0, double tau_min, double rate);
 
-// Exploration (SPEC §1.6, §11.4). Apply only while training. Each (layer, example) route is
+// Exploration (docs/method.md §3.4, §13.4). Apply only while training. Each (layer, example) route is
 // replaced with probability eps by a uniformly random one-hot. With reference_compat, decoder
 // layers (index >= encoder_layers) are replaced by the uniform vector 1/E instead (the
 // reference's asymmetry). Replaced routes carry no gradient; the others are unchanged.
@@ -63,13 +63,13 @@ double temperature_at(int64_t step, double tau0, double tau_min, double rate);
 Routes explore(const Routes& r, double eps, int64_t encoder_layers, bool reference_compat,
                std::optional<at::Generator> gen = std::nullopt);
 
-// Baselines (SPEC §3.6).
+// Baselines (docs/method.md §4).
 // Average routing: 1/E everywhere, soft.
 Routes average_routes(int64_t L, int64_t B, int64_t E, torch::TensorOptions opts = torch::kFloat);
 // Task-level random table [n_tasks, L, E] float32: for every (task, layer), n distinct experts
 // chosen uniformly (partial Fisher-Yates driven by std::mt19937_64(seed), unbiased bounded
 // draws) with weight 1/n each. Deterministic for a seed on every platform and LibTorch version;
-// independent of torch's RNG. Never trained (SPEC §11.7). Requires 1 <= n <= E.
+// independent of torch's RNG. Never trained (docs/method.md §13.7). Requires 1 <= n <= E.
 torch::Tensor task_random_table(int64_t n_tasks, int64_t L, int64_t E, int64_t n, uint64_t seed);
 // Each example's row of the table: weights [L,B,E] on task_ids' device. hard (indices = the
 // chosen expert) when every route has exactly one non-zero weight (n == 1).

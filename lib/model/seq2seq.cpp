@@ -152,7 +152,7 @@ void DecoderCache::reorder(const torch::Tensor& idx, bool cross) {
 
 StackImpl::StackImpl(const ModelOptions& o, bool decoder) : decoder_(decoder) {
   n_ = decoder ? o.decoder_layers : o.encoder_layers;
-  const auto& vanilla = decoder ? o.vanilla_decoder_layers : o.vanilla_encoder_layers;  // SPEC §11.1
+  const auto& vanilla = decoder ? o.vanilla_decoder_layers : o.vanilla_encoder_layers;  // docs/method.md §13.1
   // BART's learned positions have an offset of 2: the table has max_positions + 2 rows.
   embed_positions = register_module("embed_positions", make_embedding(o.max_positions + 2, o.layer.d_model,
                                                                       o.layer.init_std, -1));

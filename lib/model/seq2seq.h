@@ -1,4 +1,4 @@
-// The BART-style encoder-decoder with task-level expert layers (SPEC §1.1-1.2, 1.7-1.9).
+// The BART-style encoder-decoder with task-level expert layers (docs/method.md §1).
 //
 // Parameter names follow Hugging Face BART so a facebook/bart-base state dict maps one to one:
 //   model.shared.weight                                   [V,D] (tied LM head)
@@ -134,10 +134,10 @@ class Seq2SeqImpl : public torch::nn::Module {
                               DecoderCache& cache);                                       // [B,T,D]
   torch::Tensor lm_logits(const torch::Tensor& hidden /*[B,T,D]*/);                       // [B,T,V]
 
-  // SPEC §1.8: sum over routed layers of the mean over expert pairs of sum_params ||p_a - p_b||_2.
+  // docs/method.md §1.8: sum over routed layers of the mean over expert pairs of sum_params ||p_a - p_b||_2.
   torch::Tensor expert_difference();
 
-  // SPEC §1.9: copy a dense (m = 1, HF-named) state into this model; each expert of a routed
+  // docs/method.md §1.6: copy a dense (m = 1, HF-named) state into this model; each expert of a routed
   // layer gets the dense layer plus N(0, noise_std) noise; vanilla layers and embeddings are
   // copied exactly. Throws naming the first missing or mis-shaped tensor.
   void init_from_dense(const std::map<std::string, torch::Tensor>& dense, double noise_std,

@@ -59,7 +59,7 @@ std::vector<LayerRoute> TLMoEModelImpl::routes(const torch::Tensor& task_ids, co
   if (options().experts <= 1) return {};
   Routes r = route_weights(task_ids, ctx);
   // Sparse execution whenever routes are hard, except while training with the paper's
-  // straight-through estimator, which needs every expert's output (SPEC §1.5, §11.18).
+  // straight-through estimator, which needs every expert's output (docs/method.md §1.4, §13.18).
   const bool sparse = r.hard && (!ctx.training || policy_.estimator == "sparse" || !has_router());
   std::vector<LayerRoute> out;
   for (int64_t l = 0; l < r.weights.size(0); ++l)

@@ -1,5 +1,5 @@
 // The TL-MoE model: the seq2seq backbone with its experts, plus the task table and router that
-// turn a task id into per-layer routes (SPEC §1-2), and the routing baselines (SPEC §3.6).
+// turn a task id into per-layer routes (docs/method.md §1-§5), and the routing baselines (docs/method.md §4).
 //
 // Parameter names: the backbone's HF-style names (seq2seq.h), plus
 //   task_table.weight             [n_tasks, d_in]   task representations (learned or loaded)

@@ -8,7 +8,7 @@
 //     implemented by hand over code points (Unicode categories L and N: unicode_tables.inc);
 //   - each piece's UTF-8 bytes are merged by BPE (lowest merge rank first, leftmost on ties).
 // No prefix space is added (BartTokenizer's add_prefix_space = false): callers pass " text" where
-// a word is not at the start of a sentence (SPEC §3.1).
+// a word is not at the start of a sentence (docs/method.md §6.1).
 //
 // decode() maps tokens back to bytes (invalid UTF-8 becomes U+FFFD) and, when clean_up_spaces is
 // set (the default, as transformers v4's BartTokenizer), applies clean_up_tokenization: " ." -> ".",

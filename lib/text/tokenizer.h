@@ -18,7 +18,7 @@ class Tokenizer {
 
   // Text -> ids, without special tokens. The text is encoded as the start of a sentence: the
   // caller adds <s> / </s>. Byte-level BPE implementations encode a leading space as given
-  // (callers follow SPEC §3.1 and pass " [task] input" / " output").
+  // (callers follow docs/method.md §6.1 and pass " [task] input" / " output").
   virtual std::vector<std::int32_t> encode(std::string_view text) const = 0;
 
   // Ids -> text. With skip_special, <s>, </s> and <pad> are dropped; otherwise they appear as

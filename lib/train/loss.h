@@ -1,9 +1,9 @@
-// Label-smoothed negative log-likelihood (SPEC §1.10, fairseq's label_smoothed_nll_loss):
+// Label-smoothed negative log-likelihood (docs/method.md §1.7, fairseq's label_smoothed_nll_loss):
 //   lp = log_softmax(logits) in fp32 (fp64 for fp64 logits)           [B,T,V]
 //   nll    = sum over non-pad targets of -lp[target]
 //   smooth = sum over non-pad targets of sum_v -lp[v]
 //   L = (1-eps)*nll + (eps/V)*smooth                                     ("sum", the reference)
-//   L / tokens                                                            ("mean", SPEC §11.10)
+//   L / tokens                                                            ("mean", docs/method.md §13.10)
 #pragma once
 
 #include <torch/torch.h>

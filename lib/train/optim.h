@@ -1,4 +1,4 @@
-// The optimisation pieces of the trainer (SPEC §3.2, §10 items 6-7, §11 items 5-6, Appendix B):
+// The optimisation pieces of the trainer (docs/method.md §6.3-§6.6, §13.5, §13.6):
 //   AdamW                  Hugging Face `transformers.AdamW` semantics (decay after the Adam step)
 //   linear_warmup_decay    HF get_linear_schedule_with_warmup, as a multiplier of the base lr
 //   clip_grad_norm         torch.nn.utils.clip_grad_norm_ semantics, global L2 over all grads
@@ -97,7 +97,7 @@ bool grads_finite(const std::vector<torch::Tensor>& params);
 struct GroupSpec {
   double lr = 0, router_lr = 0, task_lr = 0, weight_decay = 0;
   bool freeze_task_table = false;  // the table is frozen (requires_grad=false) and left out
-  bool reference_compat = false;   // the reference's name rule for no-decay (SPEC §10.6)
+  bool reference_compat = false;   // the reference's name rule for no-decay (docs/method.md §13.5)
   std::string router_prefix = "router.";
   std::string task_table_prefix = "task_table.";
 };
@@ -110,15 +110,14 @@ struct GroupSpec {
 //   "task_table"         names under task_table_prefix       task_lr,   weight_decay
 // Only parameters with requires_grad; a parameter shared by several modules appears once, under
 // its first name. Not decayed: by default every parameter whose own name is "bias" or ends in
-// "_bias", and every parameter of a torch::nn::LayerNorm module, found by module type (SPEC
-// §11.5); with reference_compat, every
-// parameter whose full name contains "bias" or "LayerNorm.weight" (so LayerNorm weights named
+// "_bias", and every parameter of a torch::nn::LayerNorm module, found by module type
+// (docs/method.md §13.5); with reference_compat, every parameter whose full name contains "bias" or "LayerNorm.weight" (so LayerNorm weights named
 // like BART's ARE decayed). With freeze_task_table the task-table parameters are set to
 // requires_grad=false and no group holds them.
 std::vector<ParamGroup> build_param_groups(torch::nn::Module& model, const GroupSpec& spec);
 
-// The tensors whose gradients the global clip covers. Default (SPEC §11.6): the parameters of
-// the groups with lr > 0 that require grad. With reference_compat (SPEC §10.7): every parameter
+// The tensors whose gradients the global clip covers. Default (docs/method.md §13.6): the parameters of
+// the groups with lr > 0 that require grad. With reference_compat (docs/method.md §13.6): every parameter
 // of `model`, including a router or task table that is frozen or at lr 0.
 std::vector<torch::Tensor> clip_params(const std::vector<ParamGroup>& groups, torch::nn::Module& model,
                                        bool reference_compat);

@@ -13,11 +13,12 @@
 #include "data/token_cache.h"
 #include "io/atomic_file.h"
 #include "model/tlmoe_model.h"
-#include "train/batching.h"
-#include "train/checkpoint.h"
+#include "data/batching.h"
+#include "io/checkpoint.h"
 #include "train/loss.h"
 #include "train/optim.h"
-#include "train/task_data.h"
+#include "train/upstream_data.h"
+#include "data/preprocess.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -50,8 +51,8 @@ Config checkpoint_config(const fs::path& dir, const json& meta) {
   }
 }
 
-std::vector<Example> load_examples(const std::vector<fs::path>& files) {
-  std::vector<Example> out;
+std::vector<data::Example> load_examples(const std::vector<fs::path>& files) {
+  std::vector<data::Example> out;
   for (const auto& f : files) {
     auto c = data::read_token_cache(f);
     for (auto& e : c.examples) out.push_back({0, std::move(e.input_ids), std::move(e.output_ids)});
@@ -73,15 +74,15 @@ void load_backbone(model::TLMoEModelImpl& m, const std::map<std::string, torch::
   for (auto& b : m.named_buffers(true)) copy(b.key(), b.value());
 }
 
-torch::Tensor textemb(model::TLMoEModel& m, const std::vector<Example>& ex, int64_t pad, int64_t start) {
+torch::Tensor textemb(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
   torch::NoGradGuard g;
   m->eval();
   const int64_t D = m->options().layer.d_model;
   auto sum = torch::zeros({D}, torch::kDouble);
   for (size_t i = 0; i < ex.size(); i += 16) {
-    std::vector<const Example*> b;
+    std::vector<const data::Example*> b;
     for (size_t j = i; j < std::min(ex.size(), i + 16); ++j) b.push_back(&ex[j]);
-    Batch batch = collate(b, std::vector<size_t>(b.size(), 0), pad, start);
+    data::Batch batch = data::collate(b, std::vector<size_t>(b.size(), 0), pad, start);
     model::RouteContext ctx;
     auto h = m->encode(batch.input_ids, batch.input_mask, m->routes(batch.task_ids, ctx));  // [B,S,D]
     auto mask = batch.input_mask.unsqueeze(-1).to(h.scalar_type());
@@ -91,7 +92,7 @@ torch::Tensor textemb(model::TLMoEModel& m, const std::vector<Example>& ex, int6
   return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
 }
 
-torch::Tensor fisher(model::TLMoEModel& m, const std::vector<Example>& ex, const Config& cfg, int64_t pad,
+torch::Tensor fisher(model::TLMoEModel& m, const std::vector<data::Example>& ex, const Config& cfg, int64_t pad,
                      int64_t start) {
   std::vector<ParamGroup> groups(1);
   groups[0].name = "adapters";
@@ -112,16 +113,16 @@ torch::Tensor fisher(model::TLMoEModel& m, const std::vector<Example>& ex, const
   lo.epsilon = cfg.train.label_smoothing;
   lo.pad_id = pad;
   lo.reduction = "mean";
-  BatchingOptions bo;
+  data::BatchingOptions bo;
   bo.batch_size = cfg.task_rep.fisher_batch_size;
   bo.seed = static_cast<uint64_t>(cfg.train.seed);
   bo.pad_id = pad;
   bo.decoder_start_id = start;
-  MultiTaskBatcher batcher(ex, bo);
+  data::MultiTaskBatcher batcher(ex, bo);
   const int64_t total = cfg.task_rep.fisher_steps, warm = warmup_steps(0.06, total);
   m->train();
   for (int64_t s = 0; s < total; ++s) {
-    Batch b = batcher.next();
+    data::Batch b = batcher.next();
     model::RouteContext ctx;
     ctx.training = true;
     auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, m->routes(b.task_ids, ctx));
@@ -136,7 +137,7 @@ torch::Tensor fisher(model::TLMoEModel& m, const std::vector<Example>& ex, const
   std::vector<torch::Tensor> acc;
   for (auto& w : weights) acc.push_back(torch::zeros_like(w, torch::kDouble));
   for (const auto& e : ex) {
-    Batch b = collate({&e}, {0}, pad, start);
+    data::Batch b = data::collate({&e}, {0}, pad, start);
     model::RouteContext ctx;
     auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, m->routes(b.task_ids, ctx));
     label_smoothed_nll(logits, b.target_ids, lo).loss.backward();
@@ -148,37 +149,23 @@ torch::Tensor fisher(model::TLMoEModel& m, const std::vector<Example>& ex, const
   return torch::cat(flat).to(torch::kFloat);
 }
 
-}  // namespace
-
-TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
-  const std::string& kind = cfg.task_rep.kind;
-  TaskRepReport rep;
-  rep.path = data::task_rep_path(cfg);
-  if (kind == "learned") return rep;
-  if (cfg.task_rep.source_checkpoint.empty())
-    throw ConfigError("", "task_rep.source_checkpoint",
-                      "task_rep.kind = " + kind + " needs a checkpoint to compute representations with "
-                      "(e.g. the last/ directory of an upstream vanilla `tlmoe train` run)");
-  const fs::path src(cfg.task_rep.source_checkpoint);
-  auto ck = load_checkpoint(src, /*with_optimizer=*/false);
-  const json man = read_preprocess_manifest(cfg);
-  const json& tok = man.at("tokenizer");
-  if (ck.meta.value("tokenizer_fingerprint", "") != tok.at("fingerprint").get<std::string>())
-    throw DataError((src / "meta.json").string(), 0,
-                    "task_rep.source_checkpoint was trained with another tokenizer than this dataset's");
-  Config scfg = checkpoint_config(src, ck.meta);
-  if (kind == "fisher" && scfg.model.experts != 1)
-    throw ConfigError("", "task_rep.source_checkpoint",
-                      "fisher representations need a dense (model.experts = 1) checkpoint; " + src.string() +
-                          " has " + std::to_string(scfg.model.experts) + " experts");
-
-  // Which token caches each task's representation is computed from.
-  const fs::path cache(cache_dir(cfg));
+// The token caches each task's representation is computed from (textemb: every k-shot train
+// file; fisher: the first k-shot split; a task without k-shot files: its full train file), whether
+// the task is an upstream one, and the reuse key of everything the result depends on.
+struct RepInputs {
   std::vector<TaskFilesForRep> tasks;
   std::vector<bool> upstream;
+  std::string key;
+};
+
+RepInputs rep_inputs(const Config& cfg, const json& man, const json& meta) {
+  const std::string& kind = cfg.task_rep.kind;
+  const json& tok = man.at("tokenizer");
+  const fs::path cache(cache_dir(cfg));
+  RepInputs in;
   std::ostringstream keysrc;
   keysrc << "kind=" << kind << ";dim=" << cfg.task_rep.dim << ";tokenizer=" << tok.at("fingerprint").get<std::string>()
-         << ";meta=" << io::fnv1a64_hex(ck.meta.dump());
+         << ";meta=" << io::fnv1a64_hex(meta.dump());
   if (kind == "fisher")
     keysrc << ";adapter=" << cfg.task_rep.fisher_adapter_dim << ";steps=" << cfg.task_rep.fisher_steps
            << ";lr=" << cfg.task_rep.fisher_lr << ";bsz=" << cfg.task_rep.fisher_batch_size
@@ -208,28 +195,37 @@ TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
       t.hashes.push_back(f->at("source_hash").get<std::string>());
       keysrc << ";" << t.task << ":" << t.hashes.back();
     }
-    upstream.push_back(it.value().value("partition", "") == "train");
-    tasks.push_back(std::move(t));
+    in.upstream.push_back(it.value().value("partition", "") == "train");
+    in.tasks.push_back(std::move(t));
   }
-  const std::string key = io::fnv1a64_hex(keysrc.str());
-  rep.tasks = static_cast<int64_t>(tasks.size());
-  if (fs::exists(rep.path)) {
-    try {
-      auto old = data::load_task_rep(rep.path);
-      if (old.info.value("key", "") == key && old.kind == kind) {
-        rep.reused = true;
-        rep.dim = old.matrix.size(1);
-        rep.raw_dim = old.info.value("raw_dim", rep.dim);
-        rep.explained_variance = old.info.value("explained_variance", 1.0);
-        log << "task representations (" << kind << "): up to date, reused " << rep.path.string() << "\n";
-        return rep;
-      }
-    } catch (const DataError& e) {
-      log << "recomputing " << rep.path.string() << ": " << e.what() << "\n";
-    }
-  }
+  in.key = io::fnv1a64_hex(keysrc.str());
+  return in;
+}
 
-  // The source model (a routed source mixes its experts uniformly).
+// True (and rep filled) when the representation file holds this kind for this key.
+bool reuse(TaskRepReport& rep, const std::string& kind, const std::string& key, std::ostream& log) {
+  if (!fs::exists(rep.path)) return false;
+  try {
+    auto old = data::load_task_rep(rep.path);
+    if (old.info.value("key", "") == key && old.kind == kind) {
+      rep.reused = true;
+      rep.dim = old.matrix.size(1);
+      rep.raw_dim = old.info.value("raw_dim", rep.dim);
+      rep.explained_variance = old.info.value("explained_variance", 1.0);
+      log << "task representations (" << kind << "): up to date, reused " << rep.path.string() << "\n";
+      return true;
+    }
+  } catch (const DataError& e) {
+    log << "recomputing " << rep.path.string() << ": " << e.what() << "\n";
+  }
+  return false;
+}
+
+// The raw vector of every task [n, raw], from the source model (a routed source mixes its experts
+// uniformly): textemb, or fisher with a fresh adapter model per task.
+torch::Tensor raw_vectors(const Config& cfg, const Config& scfg, const json& tok, const io::LoadedCheckpoint& ck,
+                          const fs::path& src, const std::vector<TaskFilesForRep>& tasks, std::ostream& log) {
+  const std::string& kind = cfg.task_rep.kind;
   const int64_t V = tok.at("vocab_size").get<int64_t>(), pad = tok.at("pad_id").get<int64_t>();
   const int64_t start = scfg.model.decoder_start == "eos" ? tok.at("eos_id").get<int64_t>() : tok.at("bos_id").get<int64_t>();
   Config mcfg = scfg;
@@ -262,22 +258,21 @@ TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
     log << "  [" << i + 1 << "/" << tasks.size() << "] " << tasks[i].task << " (" << ex.size() << " examples, "
         << static_cast<int64_t>(secs) << " s)\n";
   }
-  auto R = torch::stack(raw).to(torch::kDouble);  // [n, raw]
-  rep.raw_dim = R.size(1);
+  return torch::stack(raw).to(torch::kDouble);
+}
+
+// The matrix of the file: PCA fitted on the upstream rows when task_rep.dim is below the raw size
+// (mean and components saved with it), scaled so the upstream entries have unit standard deviation.
+data::TaskRepFile project(const Config& cfg, const torch::Tensor& R, const std::vector<int64_t>& up_idx,
+                          TaskRepReport& rep) {
+  const std::string& kind = cfg.task_rep.kind;
   const int64_t dim = cfg.task_rep.dim;
-  rep.dim = dim;
-  std::vector<int64_t> up_idx;
-  for (size_t i = 0; i < upstream.size(); ++i)
-    if (upstream[i]) up_idx.push_back(static_cast<int64_t>(i));
-  if (up_idx.empty()) throw DataError((cache / "manifest.json").string(), 0, "no upstream (\"train\") tasks to fit on");
   auto up = R.index_select(0, torch::tensor(up_idx, torch::kLong));
   if (dim > rep.raw_dim)
     throw ConfigError("", "task_rep.dim",
                       std::to_string(dim) + " is larger than the " + kind + " vectors (" + std::to_string(rep.raw_dim) + ")");
-
   data::TaskRepFile out;
   out.kind = kind;
-  for (auto& t : tasks) out.tasks.push_back(t.task);
   torch::Tensor P;
   if (dim < rep.raw_dim) {
     if (dim > static_cast<int64_t>(up_idx.size()))
@@ -303,20 +298,63 @@ TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
   const double scale = sd > 0 ? 1.0 / sd : 1.0;
   out.matrix = (P * scale).to(torch::kFloat);
   out.extra.emplace_back("raw", R.to(torch::kFloat));
-  out.info = {{"key", key},
+  out.info = {{"pca", dim < rep.raw_dim}, {"scale", scale}};
+  return out;
+}
+
+}  // namespace
+
+TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
+  const std::string& kind = cfg.task_rep.kind;
+  TaskRepReport rep;
+  rep.path = data::task_rep_path(cfg);
+  if (kind == "learned") return rep;
+  if (cfg.task_rep.source_checkpoint.empty())
+    throw ConfigError("", "task_rep.source_checkpoint",
+                      "task_rep.kind = " + kind + " needs a checkpoint to compute representations with "
+                      "(e.g. the last/ directory of an upstream vanilla `tlmoe train` run)");
+  const fs::path src(cfg.task_rep.source_checkpoint);
+  auto ck = io::load_checkpoint(src, /*with_optimizer=*/false);
+  const json man = data::read_preprocess_manifest(cfg);
+  const json& tok = man.at("tokenizer");
+  if (ck.meta.value("tokenizer_fingerprint", "") != tok.at("fingerprint").get<std::string>())
+    throw DataError((src / "meta.json").string(), 0,
+                    "task_rep.source_checkpoint was trained with another tokenizer than this dataset's");
+  Config scfg = checkpoint_config(src, ck.meta);
+  if (kind == "fisher" && scfg.model.experts != 1)
+    throw ConfigError("", "task_rep.source_checkpoint",
+                      "fisher representations need a dense (model.experts = 1) checkpoint; " + src.string() +
+                          " has " + std::to_string(scfg.model.experts) + " experts");
+  const RepInputs in = rep_inputs(cfg, man, ck.meta);
+  rep.tasks = static_cast<int64_t>(in.tasks.size());
+  if (reuse(rep, kind, in.key, log)) return rep;
+
+  auto R = raw_vectors(cfg, scfg, tok, ck, src, in.tasks, log);  // [n, raw]
+  rep.raw_dim = R.size(1);
+  const int64_t dim = cfg.task_rep.dim;
+  rep.dim = dim;
+  std::vector<int64_t> up_idx;
+  for (size_t i = 0; i < in.upstream.size(); ++i)
+    if (in.upstream[i]) up_idx.push_back(static_cast<int64_t>(i));
+  if (up_idx.empty())
+    throw DataError((fs::path(cache_dir(cfg)) / "manifest.json").string(), 0, "no upstream (\"train\") tasks to fit on");
+  data::TaskRepFile out = project(cfg, R, up_idx, rep);
+  for (auto& t : in.tasks) out.tasks.push_back(t.task);
+  const json projection = out.info;
+  out.info = {{"key", in.key},
               {"source_checkpoint", src.string()},
               {"source_step", ck.meta.value("step", 0)},
               {"tokenizer_fingerprint", tok.at("fingerprint")},
               {"raw_dim", rep.raw_dim},
-              {"pca", dim < rep.raw_dim},
+              {"pca", projection.at("pca")},
               {"explained_variance", rep.explained_variance},
-              {"scale", scale},
+              {"scale", projection.at("scale")},
               {"upstream_tasks", static_cast<int64_t>(up_idx.size())}};
   if (kind == "fisher")
     out.info["fisher"] = {{"adapter_dim", cfg.task_rep.fisher_adapter_dim}, {"steps", cfg.task_rep.fisher_steps},
                           {"lr", cfg.task_rep.fisher_lr}, {"batch_size", cfg.task_rep.fisher_batch_size}};
   data::save_task_rep(rep.path, out);
-  log << "task representations: " << tasks.size() << " x " << dim << " (raw " << rep.raw_dim;
+  log << "task representations: " << in.tasks.size() << " x " << dim << " (raw " << rep.raw_dim;
   if (dim < rep.raw_dim) log << ", PCA on " << up_idx.size() << " upstream tasks keeps " << rep.explained_variance * 100 << "% of the variance";
   log << ") -> " << rep.path.string() << "\n";
   return rep;

@@ -1,4 +1,4 @@
-// Computing task representations (SPEC §2, §11.14-15), run by `tlmoe preprocess` when
+// Computing task representations (docs/method.md §5, §13.14, §13.15), run by `tlmoe preprocess` when
 // task_rep.kind is textemb or fisher. Both start from a tlmoe checkpoint
 // (task_rep.source_checkpoint, typically an upstream vanilla run) trained with the same tokenizer.
 //

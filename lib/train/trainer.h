@@ -1,4 +1,4 @@
-// Upstream multi-task training (SPEC §3): the loop, evaluation, checkpoints, resume, logging.
+// Upstream multi-task training (docs/method.md §6): the loop, evaluation, checkpoints, resume, logging.
 #pragma once
 
 #include <ostream>

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Loads a `tlmoe export` directory with transformers and compares its logits with tlmoe's routed
-model (test tooling for issue 7; tlmoe never runs Python).
+model (test tooling; tlmoe never runs Python).
 
     check_export.py EXPORT_DIR EXPECTED.safetensors
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden files for tlmoe's Hugging Face interoperability tests (issue 7), made with the real
+"""Golden files for tlmoe's Hugging Face interoperability tests, made with the real
 `transformers` / `tokenizers` packages (test tooling only: tlmoe never runs Python).
 
     make_golden.py OUT_DIR

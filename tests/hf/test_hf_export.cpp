@@ -1,4 +1,4 @@
-// Hugging Face interoperability end to end (issue 7): a Hugging Face BART directory goes in
+// Hugging Face interoperability end to end: a Hugging Face BART directory goes in
 // (model.init_from: hf:DIR, tokenizer.kind: bart-bpe), trains as a TL-MoE, and `tlmoe export`
 // writes a per-task dense BART that transformers loads with the logits of tlmoe's routed model
 // (checked by tests/golden/check_export.py in the real library).
@@ -17,8 +17,9 @@
 #include "test_util.h"
 #include "text/bart_bpe_tokenizer.h"
 #include "tiny_data.h"
-#include "train/checkpoint.h"
-#include "train/evaluate.h"
+#include "io/checkpoint.h"
+#include "evaluate/predict.h"
+#include "model/load_model.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -60,7 +61,7 @@ int run_python(const std::string& args, std::string* output) {
 
 }  // namespace
 
-TEST_CASE("hf import: experts start as the BART layer plus noise (SPEC 1.9)", "[hf]") {
+TEST_CASE("hf import: experts start as the BART layer plus noise (docs/method.md §1.6)", "[hf]") {
   auto hf = model::load_hf_bart(kGolden / "tiny_a");
   auto o = hf.options;
   o.experts = 3;
@@ -95,7 +96,7 @@ TEST_CASE("hf round trip: HF BART in, TL-MoE training, tlmoe export out, transfo
   REQUIRE(fs::exists(run / "last/model.safetensors"));
 
   // the run's tokenizer is the HF directory's BPE
-  auto lm = train::load_model(run / "last");
+  auto lm = model::load_model(run / "last");
   CHECK(lm.model->options().experts == 2);
   CHECK(lm.model->options().vocab_size == 520);
 
@@ -134,13 +135,13 @@ TEST_CASE("hf round trip: HF BART in, TL-MoE training, tlmoe export out, transfo
   auto dec = torch::tensor({2, 0, 44, 73, 80}, torch::kLong).repeat({B, 1});
   torch::NoGradGuard ng;
   const int64_t first = std::find(lm.tasks.begin(), lm.tasks.end(), "first") - lm.tasks.begin();
-  auto routes = train::model_routes(lm.model, lm.tau, 42)(torch::full({B}, first, torch::kLong));
+  auto routes = evaluate::model_routes(lm.model, lm.tau, 42)(torch::full({B}, first, torch::kLong));
   auto routed = lm.model->forward(input, mask, dec, routes);
 
   // the export, read back by tlmoe as a dense model: identical logits
   auto hf = model::load_hf_bart(out);
   model::Seq2Seq dense(hf.options);
-  train::load_into(*dense, hf.state, "export");
+  io::load_into(*dense, hf.state, "export");
   dense->eval();
   const double d_tlmoe = (dense->forward(input, mask, dec, {}) - routed).abs().max().item<double>();
   WARN("max |logit diff| exported (read by tlmoe) vs routed: " << d_tlmoe);

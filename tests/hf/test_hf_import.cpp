@@ -1,4 +1,4 @@
-// Hugging Face interoperability, import side (issue 7): tokenizer, weights, logits and generation
+// Hugging Face interoperability, import side: tokenizer, weights, logits and generation
 // against golden files that tests/golden/make_golden.py makes with the real transformers at test
 // time (ctest fixture "hf: make golden files").
 #include <torch/torch.h>
@@ -15,7 +15,7 @@
 #include "model/seq2seq.h"
 #include "test_util.h"
 #include "text/bart_bpe_tokenizer.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -33,7 +33,7 @@ json golden_index() {
 
 model::Seq2Seq load_dense(const model::HfBart& hf) {
   model::Seq2Seq m(hf.options);
-  train::load_into(*m, hf.state, (hf.dir / "model.safetensors").string());
+  io::load_into(*m, hf.state, (hf.dir / "model.safetensors").string());
   m->eval();
   return m;
 }

@@ -1,5 +1,5 @@
 // Few-shot adaptation and zero-shot evaluation on the tiny dataset: the rows a sweep writes, the
-// dev-best selection, resume, refusals, squeeze, and evaluate_tasks.
+// dev-best selection, resume, refusals, squeeze, and evaluate_checkpoint.
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
@@ -14,10 +14,10 @@
 #include "io/safetensors.h"
 #include "test_util.h"
 #include "tiny_data.h"
-#include "train/adapt.h"
-#include "train/checkpoint.h"
-#include "train/eval_tasks.h"
-#include "train/evaluate.h"
+#include "adapt/adapt.h"
+#include "io/checkpoint.h"
+#include "evaluate/checkpoint_eval.h"
+#include "evaluate/predict.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -54,17 +54,17 @@ std::vector<Row> read_rows(const fs::path& csv) {
   return rows;
 }
 
-tlmoe::train::AdaptResult adapt(const tlmoe::Config& cfg, const std::string& checkpoint, const fs::path& out,
+tlmoe::adapt::AdaptResult adapt(const tlmoe::Config& cfg, const std::string& checkpoint, const fs::path& out,
                                 int64_t stop_after = 0) {
   std::ostringstream log;
-  tlmoe::train::AdaptOptions o;
+  tlmoe::adapt::AdaptOptions o;
   o.cfg = cfg;
   o.checkpoint = checkpoint;
   o.out_dir = out.string();
   o.log = &log;
   o.plain_progress = true;
   o.stop_after_points = stop_after;
-  return tlmoe::train::adapt(o);
+  return tlmoe::adapt::adapt(o);
 }
 
 tlmoe::Config adapt_config(const Tiny& t) {
@@ -174,14 +174,14 @@ TEST_CASE("adapt refuses bad input before fine-tuning", "[adapt]") {
     CHECK_THROWS_AS(adapt(other, ck, t.dir / "ad"), tlmoe::UsageError);
   }
   SECTION("an unknown task, with a suggestion") {
-    tlmoe::train::AdaptOptions o;
+    tlmoe::adapt::AdaptOptions o;
     o.cfg = cfg;
     o.checkpoint = ck;
     o.out_dir = (t.dir / "x").string();
     o.tasks = {"secnd"};
     std::ostringstream log;
     o.log = &log;
-    CHECK_THROWS_WITH(tlmoe::train::adapt(o), Catch::Contains("unknown task 'secnd'") && Catch::Contains("'second'"));
+    CHECK_THROWS_WITH(tlmoe::adapt::adapt(o), Catch::Contains("unknown task 'secnd'") && Catch::Contains("'second'"));
   }
   SECTION("a checkpoint whose tensors do not fit its config") {
     // a TL-MoE config (2 experts) over the dense weights
@@ -211,7 +211,7 @@ TEST_CASE("squeeze builds a dense model with the routed model's logits", "[adapt
                              tlmoe::model::routing_policy(cfg), 3);
   m->eval();
   const std::vector<int64_t> route = {2, 0, 1, 2};  // experts of enc1, enc2, dec1, dec2
-  auto dense = tlmoe::train::squeeze_to_dense(m, route, cfg);
+  auto dense = tlmoe::adapt::squeeze_to_dense(m, route, cfg);
   dense->eval();
   CHECK(dense->options().experts == 1);
   std::vector<tlmoe::model::LayerRoute> routes;
@@ -227,7 +227,7 @@ TEST_CASE("squeeze builds a dense model with the routed model's logits", "[adapt
   auto plain = dense->forward(ids, mask, dec, {});
   CHECK(torch::allclose(routed, plain, 1e-5, 1e-5));
   // a different route gives different logits (the copy is not of one fixed expert)
-  auto other = tlmoe::train::squeeze_to_dense(m, {0, 0, 0, 0}, cfg);
+  auto other = tlmoe::adapt::squeeze_to_dense(m, {0, 0, 0, 0}, cfg);
   other->eval();
   CHECK_FALSE(torch::allclose(other->forward(ids, mask, dec, {}), plain, 1e-3, 1e-3));
 }
@@ -264,17 +264,17 @@ TEST_CASE("TL-MoE adaptation with fixed learned, average and squeezed routes", "
   CHECK_THROWS_AS(adapt(a, (t.dir / "moe/last").string(), t.dir / "ad_bad"), tlmoe::ConfigError);
 }
 
-TEST_CASE("evaluate_tasks scores seen and unseen tasks and writes predictions", "[adapt][eval]") {
+TEST_CASE("evaluate_checkpoint scores seen and unseen tasks and writes predictions", "[adapt][eval]") {
   Tiny t;
   train_dense_source(t);
-  tlmoe::train::EvalTasksOptions o;
+  tlmoe::evaluate::CheckpointEvalOptions o;
   o.cfg = t.config();
   o.checkpoint = (t.dir / "dense/last").string();
   o.partitions = {"train", "test"};
   o.out_dir = (t.dir / "ev").string();
   std::ostringstream log;
   o.log = &log;
-  json s = tlmoe::train::evaluate_tasks(o);
+  json s = tlmoe::evaluate::evaluate_checkpoint(o);
   REQUIRE(s["tasks"].size() == 3);
   CHECK(s["tasks"]["first"]["partition"] == "train");
   CHECK(s["tasks"]["second"]["partition"] == "test");

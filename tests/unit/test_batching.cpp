@@ -5,10 +5,11 @@
 
 #include <set>
 
-#include "train/batching.h"
+#include "data/batching.h"
 #include "train/progress.h"
 
-using namespace tlmoe::train;
+using namespace tlmoe::data;
+using tlmoe::train::Progress;
 
 namespace {
 std::vector<Example> make_examples(int n, int tasks) {
@@ -34,7 +35,7 @@ TEST_CASE("collate pads, masks and shifts the target right with the start token"
   CHECK(torch::equal(batch.input_ids, torch::tensor({0, 7, 8, 2, 0, 6, 2, 1}, torch::kLong).view({2, 4})));
   CHECK(torch::equal(batch.input_mask, torch::tensor({1, 1, 1, 1, 1, 1, 1, 0}, torch::kLong).view({2, 4})));
   CHECK(torch::equal(batch.target_ids, torch::tensor({0, 9, 2, 1, 1, 0, 4, 5, 6, 2}, torch::kLong).view({2, 5})));
-  // SPEC §1.10: decoder input = </s> <s> tok ... (target shifted right by one, start = 2)
+  // docs/method.md §1.7: decoder input = </s> <s> tok ... (target shifted right by one, start = 2)
   CHECK(torch::equal(batch.decoder_input_ids, torch::tensor({2, 0, 9, 1, 1, 2, 0, 4, 5, 6}, torch::kLong).view({2, 5})));
   CHECK(torch::equal(batch.task_ids, torch::tensor({3, 5}, torch::kLong)));
   CHECK(batch.target_tokens == 8);

@@ -1,4 +1,4 @@
-// Comparing two result tables (SPEC §6 ARG): per-task means and RG, flags, missing tasks and
+// Comparing two result tables (docs/method.md §11): per-task means and RG, flags, missing tasks and
 // splits, the sign-flip permutation test (exact and Monte-Carlo) and the paired bootstrap CI.
 // Expected values are computed by hand in the comments.
 #include <catch2/catch.hpp>
@@ -8,12 +8,12 @@
 #include <stdexcept>
 
 #include "common/error.h"
-#include "eval/compare.h"
+#include "metrics/compare.h"
 
-using tlmoe::eval::compare_runs;
-using tlmoe::eval::CompareOptions;
-using tlmoe::eval::Comparison;
-using tlmoe::eval::ScoreTable;
+using tlmoe::metrics::compare_runs;
+using tlmoe::metrics::CompareOptions;
+using tlmoe::metrics::Comparison;
+using tlmoe::metrics::ScoreTable;
 
 namespace {
 // Method A (e.g. MoE) and base B (e.g. MTL):

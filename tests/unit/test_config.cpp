@@ -23,7 +23,7 @@ std::string config_error(const ConfigSources& src) {
 }
 }  // namespace
 
-TEST_CASE("defaults are the reference's stage-1 hyperparameters (SPEC §3.4)", "[config]") {
+TEST_CASE("defaults are the reference's stage-1 hyperparameters (docs/method.md §7.1)", "[config]") {
   auto c = tlmoe::Config::defaults();
   CHECK(c.routing.tau0 == 2.0);
   CHECK(c.routing.tau_min == 0.1);

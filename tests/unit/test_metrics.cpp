@@ -1,5 +1,5 @@
-// CrossFit's metrics (SPEC §6): every SPEC example, the four ROUGE-L vectors for rouge 1.0.0 and
-// 1.0.1, sklearn/scipy semantics, Python float() and str semantics. Every expected value is
+// CrossFit's metrics (docs/method.md §10): every worked example there, the four ROUGE-L vectors
+// for rouge 1.0.0 and 1.0.1, sklearn/scipy semantics, Python float() and str semantics. Every expected value is
 // computed by hand in the comment next to it.
 #include <catch2/catch.hpp>
 
@@ -8,26 +8,26 @@
 
 #include "common/error.h"
 #include "data/task_meta.h"
-#include "eval/metrics.h"
+#include "metrics/metrics.h"
 
-using tlmoe::eval::accuracy;
-using tlmoe::eval::compute_metric;
-using tlmoe::eval::exact_match;
-using tlmoe::eval::Golds;
-using tlmoe::eval::macro_f1;
-using tlmoe::eval::matthews_corrcoef;
-using tlmoe::eval::metric_names;
-using tlmoe::eval::MetricOptions;
-using tlmoe::eval::normalize_answer;
-using tlmoe::eval::parse_python_float;
-using tlmoe::eval::pearson_r;
-using tlmoe::eval::per_example_scores;
-using tlmoe::eval::py_lower;
-using tlmoe::eval::py_strip;
-using tlmoe::eval::qa_f1;
-using tlmoe::eval::rouge_l;
-using tlmoe::eval::rouge_l_over_golds;
-using tlmoe::eval::RougeVersion;
+using tlmoe::metrics::accuracy;
+using tlmoe::metrics::compute_metric;
+using tlmoe::metrics::exact_match;
+using tlmoe::metrics::Golds;
+using tlmoe::metrics::macro_f1;
+using tlmoe::metrics::matthews_corrcoef;
+using tlmoe::metrics::metric_names;
+using tlmoe::metrics::MetricOptions;
+using tlmoe::metrics::normalize_answer;
+using tlmoe::metrics::parse_python_float;
+using tlmoe::metrics::pearson_r;
+using tlmoe::metrics::per_example_scores;
+using tlmoe::metrics::py_lower;
+using tlmoe::metrics::py_strip;
+using tlmoe::metrics::qa_f1;
+using tlmoe::metrics::rouge_l;
+using tlmoe::metrics::rouge_l_over_golds;
+using tlmoe::metrics::RougeVersion;
 
 namespace {
 constexpr auto kV100 = RougeVersion::kV1_0_0;
@@ -46,7 +46,7 @@ std::string invalid_argument_message(F f) {
 }  // namespace
 
 TEST_CASE("normalize_answer: lower, punctuation, whole-word articles, whitespace", "[eval][metrics]") {
-  CHECK(normalize_answer("The Cat!") == "cat");  // SPEC §6 example
+  CHECK(normalize_answer("The Cat!") == "cat");  // docs/method.md §10.1
   // "the-cat": '-' is deleted first, so "thecat" is one word and not an article
   CHECK(normalize_answer("the-cat") == "thecat");
   CHECK(normalize_answer("An apple a day") == "apple day");
@@ -108,7 +108,7 @@ TEST_CASE("ACC: lower-case equality only, a trailing period is wrong", "[eval][m
 }
 
 TEST_CASE("QA-F1: multiset token overlap of normalized answers", "[eval][metrics]") {
-  // SPEC §6: "big cat" vs "cat": overlap 1, P = 1/2, R = 1, F1 = 2*(1/2)*1/(3/2) = 2/3
+  // docs/method.md §10: "big cat" vs "cat": overlap 1, P = 1/2, R = 1, F1 = 2*(1/2)*1/(3/2) = 2/3
   CHECK(qa_f1("the big cat", {"a cat"}) == Approx(2.0 / 3.0));
   // {cat:2, dog:1} & {cat:1, dog:2} = {cat:1, dog:1}: overlap 2, P = R = 2/3, F1 = 2/3
   CHECK(qa_f1("cat cat dog", {"cat dog dog"}) == Approx(2.0 / 3.0));
@@ -126,7 +126,7 @@ TEST_CASE("QA-F1: multiset token overlap of normalized answers", "[eval][metrics
 
 TEST_CASE("Classification-F1: sklearn macro F1 over the union of true and predicted labels",
           "[eval][metrics]") {
-  // SPEC §6: labels {neg, pos, xyz}. pos: tp 2, fp 1, fn 0 -> 4/5. neg: tp 0 -> 0. xyz: 0.
+  // docs/method.md §10: labels {neg, pos, xyz}. pos: tp 2, fp 1, fn 0 -> 4/5. neg: tp 0 -> 0. xyz: 0.
   // (0.8 + 0 + 0) / 3 = 0.266667
   CHECK(macro_f1({"pos", "neg", "pos", "neg"}, {"pos", "pos", "pos", "xyz"}) == Approx(0.8 / 3.0));
   // a: tp 1 (i0), fn 1 (i1), fp 1 (i4) -> 2/4 = 0.5. b: tp 2, fp 1 (i1) -> 4/5 = 0.8.
@@ -234,7 +234,7 @@ TEST_CASE("Pearson-Correlation: scipy pearsonr, NaN semantics, fallback and unpa
                   tlmoe::InputError);
 }
 
-TEST_CASE("Rouge-L: the four SPEC vectors for rouge 1.0.0 and 1.0.1", "[eval][metrics]") {
+TEST_CASE("Rouge-L: the four vectors of docs/method.md §10.9 for rouge 1.0.0 and 1.0.1", "[eval][metrics]") {
   // 1.0.0: LCS "the cat on the mat" = 5 of m = n = 6 words: P = R = 5/6, F = 0.833333
   // 1.0.1: distinct words m = n = 5, LCS word set {the, cat, on, mat} = 4: P = R = 0.8
   CHECK(rouge_l("the cat sat on the mat", "the cat is on the mat", kV100) == Approx(5.0 / 6.0).margin(1e-7));
@@ -286,9 +286,9 @@ TEST_CASE("Rouge-L: summary-level union LCS, empty sentences and the reconstruct
   MetricOptions v101;
   v101.rouge_version = kV101;
   CHECK(compute_metric("Rouge-L", preds, golds, v101).value == Approx(0.4).margin(1e-7));
-  CHECK(tlmoe::eval::parse_rouge_version("1.0.1") == kV101);
-  CHECK(tlmoe::eval::to_string(kV100) == "1.0.0");
-  CHECK_THROWS_AS(tlmoe::eval::parse_rouge_version("1.0.2"), std::invalid_argument);
+  CHECK(tlmoe::metrics::parse_rouge_version("1.0.1") == kV101);
+  CHECK(tlmoe::metrics::to_string(kV100) == "1.0.0");
+  CHECK_THROWS_AS(tlmoe::metrics::parse_rouge_version("1.0.2"), std::invalid_argument);
 }
 
 TEST_CASE("Metric registry: CrossFit names, unknown names, input checks, per-example scores",
@@ -297,8 +297,8 @@ TEST_CASE("Metric registry: CrossFit names, unknown names, input checks, per-exa
       "EM", "ACC", "QA-F1", "Classification-F1", "Matthew-Correlation", "Pearson-Correlation", "Rouge-L"};
   CHECK(metric_names() == expected);
   CHECK(metric_names() == tlmoe::data::known_metrics());  // the data layer validates task metrics with these
-  CHECK(tlmoe::eval::is_metric("Rouge-L"));
-  CHECK_FALSE(tlmoe::eval::is_metric("rouge-l"));
+  CHECK(tlmoe::metrics::is_metric("Rouge-L"));
+  CHECK_FALSE(tlmoe::metrics::is_metric("rouge-l"));
 
   const std::string msg = invalid_argument_message([] { compute_metric("BLEU", {"a"}, Golds{{"a"}}); });
   CHECK(msg ==
@@ -312,11 +312,11 @@ TEST_CASE("Metric registry: CrossFit names, unknown names, input checks, per-exa
         }) == "metric ACC: example 1 has no gold answer");
   CHECK(invalid_argument_message([] { compute_metric("EM", {}, Golds{}); }) == "metric EM: no examples");
 
-  CHECK(tlmoe::eval::has_per_example_scores("EM"));
-  CHECK(tlmoe::eval::has_per_example_scores("Rouge-L"));
-  CHECK_FALSE(tlmoe::eval::has_per_example_scores("Classification-F1"));
-  CHECK_FALSE(tlmoe::eval::has_per_example_scores("Pearson-Correlation"));
-  CHECK_THROWS_AS(tlmoe::eval::has_per_example_scores("nope"), std::invalid_argument);
+  CHECK(tlmoe::metrics::has_per_example_scores("EM"));
+  CHECK(tlmoe::metrics::has_per_example_scores("Rouge-L"));
+  CHECK_FALSE(tlmoe::metrics::has_per_example_scores("Classification-F1"));
+  CHECK_FALSE(tlmoe::metrics::has_per_example_scores("Pearson-Correlation"));
+  CHECK_THROWS_AS(tlmoe::metrics::has_per_example_scores("nope"), std::invalid_argument);
   CHECK(invalid_argument_message([] { per_example_scores("Matthew-Correlation", {"a"}, Golds{{"a"}}); }) ==
         "metric Matthew-Correlation is corpus-level: it has no per-example scores");
   // per-example QA-F1 of the earlier case: 2/3 and 0.8

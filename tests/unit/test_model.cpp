@@ -150,12 +150,12 @@ TEST_CASE("parameter names follow Hugging Face BART, experts nest under experts.
   for (auto& p : moe->named_parameters()) moe_names.insert(p.key());
   CHECK(moe_names.count("model.encoder.layers.0.experts.2.fc1.weight") == 1);
   CHECK(moe_names.count("model.decoder.layers.0.experts.1.encoder_attn.q_proj.bias") == 1);
-  CHECK(moe_names.count("model.decoder.layers.1.fc1.weight") == 1);  // vanilla decoder layer 1 (SPEC §11.1)
+  CHECK(moe_names.count("model.decoder.layers.1.fc1.weight") == 1);  // vanilla decoder layer 1 (docs/method.md §13.1)
   CHECK(moe_names.count("model.decoder.layers.1.experts.0.fc1.weight") == 0);
   CHECK(moe->routed_layers() == 3);
 }
 
-TEST_CASE("parameter counts of BART-base and its m=3 MoE equal SPEC §1.2", "[model][slow]") {
+TEST_CASE("parameter counts of BART-base and its m=3 MoE equal docs/method.md §1.9", "[model][slow]") {
   ModelOptions o;  // BART-base defaults: V=50265, D=768, 6+6 layers, 12 heads, FFN 3072
   o.experts = 1;
   auto count = [](torch::nn::Module& m) {

@@ -1,5 +1,5 @@
 // Routers, selection functions, the temperature schedule, exploration and the routing baselines,
-// checked against hand computations (SPEC §1.3, §1.4, §1.6, §3.6, §11).
+// checked against hand computations (docs/method.md §2, §3.2, §3.4, §4, §13).
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
@@ -128,7 +128,7 @@ bool is_one_hot(const torch::Tensor& w /*[L,B,E]*/) {
 
 // ---- temperature --------------------------------------------------------------------------
 
-TEST_CASE("temperature schedule matches the SPEC test vectors", "[routing]") {
+TEST_CASE("temperature schedule matches the test vectors of docs/method.md §3.2", "[routing]") {
   // Stage 1: tau0 = 2, min 0.1, rate 3e-4.
   CHECK(temperature_at(0, 2.0, 0.1, 3e-4) == 2.0);
   CHECK(temperature_at(1000, 2.0, 0.1, 3e-4) == Approx(1.481636).margin(1e-6));
@@ -196,7 +196,7 @@ TEST_CASE("every router: shape, parameter names and counts, gradients", "[routin
   }
 }
 
-TEST_CASE("layer_mlp parameter counts match SPEC §1.2", "[routing]") {
+TEST_CASE("layer_mlp parameter counts match docs/method.md §1.9", "[routing]") {
   RouterOptions o;  // defaults: layer_mlp, hidden 64, 12 layers, 3 experts
   o.d_in = 128;
   CHECK(param_count(*make_router(o)) == 12 * (128 * 64 + 64 + 64 * 3 + 3));
@@ -366,7 +366,7 @@ TEST_CASE("gumbel-max sampling frequencies follow softmax(logits)", "[routing]")
   auto logits = torch::tensor({std::log(p[0]), std::log(p[1]), std::log(p[2])}).view({1, 1, 3}).expand({4, 50000, 3});
   SelectionOptions o;
   auto r = select_routes(logits, o, seeded(77));
-  auto freq = r.weights.sum({0, 1}) / (4.0 * 50000.0);
+  auto freq = r.weights.sum(torch::IntArrayRef{0, 1}) / (4.0 * 50000.0);
   for (int e = 0; e < 3; ++e) CHECK(freq[e].item<double>() == Approx(p[e]).margin(0.005));
 }
 
@@ -541,7 +541,7 @@ TEST_CASE("task-level random table: n experts of weight 1/n, seeded, uniform usa
   }
   // Expert usage across many tasks: each expert is chosen with probability n/E.
   auto many = task_random_table(3000, 12, 4, 2, 7);
-  auto usage = many.ne(0).to(torch::kDouble).mean({0, 1});  // [E]
+  auto usage = many.ne(0).to(torch::kDouble).mean(torch::IntArrayRef{0, 1});  // [E]
   for (int64_t e = 0; e < 4; ++e) CHECK(usage[e].item<double>() == Approx(0.5).margin(0.01));
   // All 6 unordered pairs of 4 experts appear about equally often (without replacement, uniform).
   auto chosen = many.ne(0).view({-1, 4});
@@ -582,7 +582,7 @@ TEST_CASE("instance-level random routes are independent uniform one-hots", "[rou
   REQUIRE(r.hard);
   CHECK(is_one_hot(r.weights));
   CHECK(torch::equal(r.indices.squeeze(-1), r.weights.argmax(-1)));
-  auto usage = r.weights.to(torch::kDouble).mean({0, 1});
+  auto usage = r.weights.to(torch::kDouble).mean(torch::IntArrayRef{0, 1});
   for (int64_t e = 0; e < 3; ++e) CHECK(usage[e].item<double>() == Approx(1.0 / 3.0).margin(0.01));
   CHECK(torch::equal(r.weights, instance_random_routes(12, 4000, 3, seeded(10)).weights));
   CHECK(!torch::equal(r.weights, instance_random_routes(12, 4000, 3, seeded(11)).weights));

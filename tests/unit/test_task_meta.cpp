@@ -55,7 +55,7 @@ TEST_CASE("the real CrossFit random.json, ontology.json, task_metrics.json and t
   CHECK(metrics.at("glue-cola") == "Matthew-Correlation");
   std::map<std::string, int> train_metrics;
   for (const auto& t : s.train) ++train_metrics[metrics.at(t)];
-  CHECK(train_metrics["ACC"] == 42);  // SPEC §8
+  CHECK(train_metrics["ACC"] == 42);  // docs/data.md
   CHECK(train_metrics["Classification-F1"] == 35);
   CHECK(train_metrics["EM"] == 23);
 

@@ -17,13 +17,14 @@
 #include "model/tlmoe_model.h"
 #include "test_util.h"
 #include "tiny_data.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 #include "data/preprocess.h"
 #include "data/task_rep.h"
 #include "data/token_cache.h"
-#include "train/task_data.h"
+#include "train/upstream_data.h"
 #include "train/task_rep_compute.h"
 #include "train/trainer.h"
+#include "train/model_init.h"
 
 namespace fs = std::filesystem;
 using tlmoe::test::read_text;
@@ -105,7 +106,7 @@ TEST_CASE("train: bf16 autocast (train.precision) learns as fp32 does", "[train]
   CHECK(first > 2.5);
   CHECK(last < 0.6 * first);
   // the checkpoint holds fp32 master weights
-  auto ck = tlmoe::train::load_checkpoint(t.dir / "run/last");
+  auto ck = tlmoe::io::load_checkpoint(t.dir / "run/last");
   for (const auto& [name, tensor] : ck.model)
     if (tensor.is_floating_point()) CHECK(tensor.scalar_type() == torch::kFloat);
 }
@@ -171,7 +172,7 @@ TEST_CASE("train: dense init copies the dense layers into every expert, stage 2 
   auto cfg = t.config();
   cfg.model.init_from = (t.dir / "dense/last").string();
   cfg.model.init_noise = 1e-3;
-  const auto data = tlmoe::train::load_task_data(cfg, log);
+  const auto data = tlmoe::train::load_upstream_data(cfg, log);
   tlmoe::model::TLMoEModel m(tlmoe::model::model_options(cfg, data.vocab_size, data.pad_id),
                              tlmoe::model::router_options(cfg), tlmoe::model::routing_policy(cfg),
                              static_cast<int64_t>(data.task_names.size()));
@@ -237,7 +238,7 @@ TEST_CASE("task representations: textemb against a per-example reference, PCA, r
   cfg.task_rep.source_checkpoint = (t.dir / "dense/last").string();
   cfg.task_rep.dim = 32;  // = d_model: no projection
   std::ostringstream log;
-  const auto data = tlmoe::train::load_task_data(cfg, log);  // computes the file on the way
+  const auto data = tlmoe::train::load_upstream_data(cfg, log);  // computes the file on the way
   const fs::path file = tlmoe::data::task_rep_path(cfg);
   REQUIRE(fs::exists(file));
   auto rep = tlmoe::data::load_task_rep(file);
@@ -251,10 +252,10 @@ TEST_CASE("task representations: textemb against a per-example reference, PCA, r
   // Reference: the dense source model, one example at a time (no padding at all), mean over
   // positions, mean over examples; "first" and "last" have only full train files, "second"
   // only a k-shot split.
-  auto ck = tlmoe::train::load_checkpoint(t.dir / "dense/last", false);
+  auto ck = tlmoe::io::load_checkpoint(t.dir / "dense/last", false);
   tlmoe::model::TLMoEModel m(tlmoe::model::model_options(dense, data.vocab_size, data.pad_id),
                              tlmoe::model::router_options(dense), tlmoe::model::routing_policy(dense), 3);
-  tlmoe::train::load_into(*m, ck.model, "dense");
+  tlmoe::io::load_into(*m, ck.model, "dense");
   m->eval();
   torch::NoGradGuard ng;
   const fs::path cache = t.dir / "data/.tlmoe-cache/tokens";
@@ -361,7 +362,7 @@ TEST_CASE("task representations: fisher of adapter weights", "[train][taskrep]")
   CHECK_THROWS_AS(tlmoe::train::compute_task_reps(cfg, log), tlmoe::ConfigError);
 }
 
-TEST_CASE("adapters sit before the residual add of each sub-layer (SPEC §2 Fisher recipe)", "[train][taskrep]") {
+TEST_CASE("adapters sit before the residual add of each sub-layer (docs/method.md §5.3)", "[train][taskrep]") {
   torch::manual_seed(3);
   tlmoe::model::LayerOptions o;
   o.d_model = 16;

@@ -1,0 +1,45 @@
+// `tlmoe export`: one task's routed model as a plain Hugging Face BART directory.
+//
+// The task's eval-mode route (the model's router or baseline at the checkpoint's temperature)
+// picks, per routed layer, a mixture of experts. When every routed layer's route is hard (one
+// expert with weight 1), the routed model of that task IS a dense BART made of the chosen experts:
+// the export copies them under the dense layer names and the logits are identical. A soft route
+// mixes layer outputs, which no dense BART computes; it is refused unless `approximate`, in which
+// case each layer's parameters are averaged with the route's weights and the teacher-forced dev
+// log-likelihood of the task is measured before and after (the change is reported).
+//
+// Written: model.safetensors, config.json, generation_config.json (the eval section's decoding
+// settings), and, for a bart-bpe tokenizer, vocab.json + merges.txt + tokenizer_config.json.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace tlmoe::hf_export {
+
+struct ExportOptions {
+  std::filesystem::path checkpoint;
+  std::string task;
+  std::filesystem::path out;
+  bool approximate = false;
+  std::string device = "cpu";
+};
+
+struct ExportReport {
+  bool exact = true;                       // every routed layer hard (or no routed layer)
+  std::vector<std::string> layer_routes;   // per routed layer: "encoder 0: expert 2" / "decoder 1: 0.7*e0 + 0.3*e1"
+  bool tokenizer_written = false;
+  bool dev_measured = false;               // approximate exports: the dev comparison ran
+  int64_t dev_examples = 0, dev_tokens = 0;
+  double dev_loglik_routed = 0, dev_loglik_export = 0;  // mean log p per target token
+  std::string dev_note;                    // why the dev comparison did not run, if it did not
+};
+
+// Throws UsageError for an unknown task or a soft route without `approximate`; DataError for a
+// damaged checkpoint.
+ExportReport export_task(const ExportOptions& o, std::ostream& log);
+
+}  // namespace tlmoe::hf_export

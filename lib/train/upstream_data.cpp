@@ -1,0 +1,96 @@
+#include "train/upstream_data.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/error.h"
+#include "data/preprocess.h"
+#include "data/token_cache.h"
+#include "train/task_rep_compute.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace tlmoe::train {
+
+namespace {
+
+void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_id) {
+  data::TokenCache c = data::read_token_cache(file);
+  out.reserve(out.size() + c.examples.size());
+  for (auto& e : c.examples) {
+    data::Example x;
+    x.task_id = task_id;
+    x.input = std::move(e.input_ids);
+    x.outputs = std::move(e.output_ids);
+    out.push_back(std::move(x));
+  }
+}
+
+}  // namespace
+
+UpstreamData load_upstream_data(const Config& cfg, std::ostream& log) {
+  std::ostringstream quiet;  // the full table is `tlmoe preprocess`'s job; keep the summary line
+  const data::PreprocessReport rep = data::preprocess(cfg, quiet);
+  log << "data: " << rep.tasks.size() << " tasks, token caches " << rep.files_built << " built, "
+      << rep.files_reused << " reused (" << rep.cache_dir.string() << ")\n";
+
+  compute_task_reps(cfg, log);  // textemb / fisher: computed or reused; nothing for "learned"
+
+  const fs::path mpath = rep.cache_dir / "manifest.json";
+  const json man = data::read_preprocess_manifest(cfg);
+  UpstreamData d;
+  const json& tok = man.at("tokenizer");
+  d.vocab_size = tok.at("vocab_size").get<int64_t>();
+  d.pad_id = tok.at("pad_id").get<int64_t>();
+  d.bos_id = tok.at("bos_id").get<int64_t>();
+  d.eos_id = tok.at("eos_id").get<int64_t>();
+  d.tokenizer_fingerprint = tok.at("fingerprint").get<std::string>();
+  d.tokenizer_model = tok.at("path").get<std::string>();
+
+  const json& tasks = man.at("tasks");
+  for (auto it = tasks.begin(); it != tasks.end(); ++it) d.task_names.push_back(it.key());
+  std::sort(d.task_names.begin(), d.task_names.end());
+  std::map<std::string, int64_t> id;
+  for (size_t i = 0; i < d.task_names.size(); ++i) id[d.task_names[i]] = static_cast<int64_t>(i);
+
+  const std::string& src = cfg.data.upstream_source;
+  for (const auto& name : d.task_names) {
+    const json& t = tasks.at(name);
+    if (t.value("partition", "") != "train") continue;
+    d.upstream.push_back(name);
+    bool any_train = false;
+    for (const json& f : t.at("files")) {
+      const std::string kind = f.at("kind"), split = f.at("split");
+      const fs::path file = rep.cache_dir / f.at("cache").get<std::string>();
+      const bool is_full = kind == "full";
+      bool to_train = false, to_dev = false;
+      if (src == "full") {
+        to_train = is_full && split == "train";
+        to_dev = is_full && split == "dev";
+      } else {
+        to_train = !is_full && (split == "train" || (src == "kshot_train_dev" && split == "dev"));
+        to_dev = !is_full && split == "dev";
+      }
+      if (to_train) append(d.train, file, id[name]), any_train = true;
+      if (to_dev) append(d.dev, file, id[name]);
+    }
+    if (!any_train)
+      throw DataError(mpath.string(), 0,
+                      "upstream task '" + name + "' has no " +
+                          (src == "full" ? std::string("{task}_full_train.tsv file")
+                                         : std::string("k-shot train files")) +
+                          " (data.upstream_source = " + src + ")");
+  }
+  if (d.upstream.empty())
+    throw DataError(man.value("splits", std::string("splits")), 0, "the split file lists no \"train\" tasks to train on");
+  log << "data: " << d.upstream.size() << " upstream tasks, " << d.train.size() << " train and " << d.dev.size()
+      << " dev examples (" << src << ")\n";
+  return d;
+}
+
+}  // namespace tlmoe::train
