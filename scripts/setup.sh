@@ -78,6 +78,23 @@ elif [ "$have_tf" != "$TLMOE_TRANSFORMERS_VERSION" ]; then
 else
   log "transformers: $TLMOE_TRANSFORMERS_VERSION already in $venv"
 fi
+if [ $device = 0 ]; then
+  # CTranslate2 (the serving check of `tlmoe export`) and transformers 4.x (the legacy semantics'
+  # reference), both test tooling.
+  have_ct2=$("$venv/bin/python" -c "import ctranslate2; print(ctranslate2.__version__)" 2>/dev/null || true)
+  if [ "$have_ct2" != "$TLMOE_CTRANSLATE2_VERSION" ]; then
+    log "installing ctranslate2 $TLMOE_CTRANSLATE2_VERSION (test tooling) into $venv"
+    "$venv/bin/pip" install -q "ctranslate2==$TLMOE_CTRANSLATE2_VERSION" >&2
+  fi
+  legacy="$venv/legacy-transformers"
+  if [ "$(cat "$legacy/.tlmoe-stamp" 2>/dev/null)" != "$TLMOE_LEGACY_TRANSFORMERS_PINS" ]; then
+    log "installing the transformers 4.x reference (test tooling) into $legacy"
+    rm -rf "$legacy"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install -q --no-deps --target "$legacy" $TLMOE_LEGACY_TRANSFORMERS_PINS >&2
+    echo "$TLMOE_LEGACY_TRANSFORMERS_PINS" > "$legacy/.tlmoe-stamp"
+  fi
+fi
 
 # --- checks ------------------------------------------------------------------------------
 got=$("$venv/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")

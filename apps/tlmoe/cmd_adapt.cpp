@@ -28,7 +28,8 @@ void setup_adapt(CLI::App& app) {
       "the processes and rank 0 merges the results (docs/distributed.md).");
   add_config_options(cmd, o->config, true);
   cmd->add_option("--checkpoint", o->checkpoint,
-                  "Upstream checkpoint to start from (a TL-MoE or vanilla run's best/ or last/)");
+                  "Upstream checkpoint to start from: a TL-MoE or vanilla run's best/ or last/, or hf:DIR, a Hugging "
+                  "Face BART directory (e.g. bart-base: the paper's direct fine-tuning baseline)");
   cmd->add_flag("--from-scratch", o->scratch,
                 "Start from the model of the config's model section, freshly initialised (or model.init_from): "
                 "the direct fine-tuning baseline");

@@ -195,7 +195,8 @@ void setup_eval(CLI::App& app) {
       "Zero-shot evaluation of unseen tasks and test scores of seen tasks (no training); `eval compare` "
       "reports ARG between two result folders");
   add_config_options(cmd, o->config, false);
-  cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint to evaluate (a run's best/ or last/)");
+  cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint to evaluate: a run's best/ or last/, or hf:DIR, a Hugging Face BART directory as "
+                  "transformers saves it (its tokenizer and generation_config.json are used unless the config sets them)");
   cmd->add_option("--tasks", o->tasks, "Comma-separated tasks (default: every task of --partition)");
   cmd->add_option("--partition", o->partitions,
                   "Comma-separated partitions of the split file: test and dev (unseen, zero-shot), train (seen)")

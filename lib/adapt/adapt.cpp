@@ -2,6 +2,11 @@
 
 #include "adapt/sweep.h"
 
+#include <iostream>
+
+#include "model/hf_defaults.h"
+#include "train/model_init.h"
+
 namespace tlmoe::adapt {
 
 model::TLMoEModel squeeze_to_dense(model::TLMoEModel& src, const std::vector<int64_t>& expert_of_layer,
@@ -42,7 +47,15 @@ model::TLMoEModel squeeze_to_dense(model::TLMoEModel& src, const std::vector<int
 }
 
 AdaptResult adapt(const AdaptOptions& opts) {
-  detail::Sweep sweep(opts);
+  // What the starting model brings (a Hugging Face directory or a run trained from one): its
+  // architecture, tokenizer and decoding settings for every key the config leaves unset.
+  AdaptOptions o = opts;
+  std::ostream quiet(nullptr);
+  std::ostream& log = o.launch.rank > 0 ? quiet : o.log ? *o.log : std::cerr;
+  if (!o.checkpoint.empty()) model::adopt_checkpoint_defaults(o.cfg, o.checkpoint, log);
+  else train::adopt_start_model(o.cfg, log);
+  log << "adapt: decoding with " << model::describe_generation(o.cfg) << "\n";
+  detail::Sweep sweep(o);
   return sweep.run();
 }
 

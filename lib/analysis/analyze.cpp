@@ -116,7 +116,20 @@ std::vector<model::LayerRoute> task_routes(model::TLMoEModelImpl& m, std::int64_
 
 // ---- config ------------------------------------------------------------------------------------
 
+namespace {
+
+// A Hugging Face directory is a dense BART: no router, no routes.
+void refuse_hf_checkpoint(const std::string& checkpoint) {
+  if (checkpoint.rfind("hf:", 0) == 0)
+    throw UsageError("analyze-routes: " + checkpoint +
+                     " is a Hugging Face BART (one dense model, no router): it has no routes to analyze. Train a "
+                     "TL-MoE from it (model.init_from: " + checkpoint + ") and analyze that run's checkpoint");
+}
+
+}  // namespace
+
 Config analysis_config(const ConfigSources& sources, const std::string& checkpoint) {
+  refuse_hf_checkpoint(checkpoint);
   if (!sources.file.empty()) return load_config(sources);
   if (checkpoint.empty()) throw UsageError("analyze-routes: --checkpoint is required");
   const fs::path meta = fs::path(checkpoint) / "meta.json";
@@ -159,6 +172,8 @@ model::LoadedModel load_checked(const AnalyzeOptions& o) {
   if (o.checkpoint.empty()) throw UsageError("analyze-routes: --checkpoint is required");
   if (o.out_dir.empty()) throw UsageError("analyze-routes: --out is required");
   if (o.max_examples < 0) throw UsageError("analyze-routes: --max-examples must be >= 0");
+  refuse_hf_checkpoint(o.checkpoint);
+  if (!o.compare.empty()) refuse_hf_checkpoint(o.compare);
   return model::load_model(o.checkpoint);
 }
 

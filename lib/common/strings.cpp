@@ -1,6 +1,7 @@
 #include "common/strings.h"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 namespace tlmoe {
@@ -38,6 +39,51 @@ std::vector<std::string> split_list(std::string_view s, char sep) {
     from = comma + 1;
   }
   return v;
+}
+
+namespace {
+
+bool python_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// The code point of the well-formed sequence at s[i] and its length; 0 length when s[i] starts
+// none (only the whitespace code points matter here, all at most 3 bytes long).
+std::pair<char32_t, std::size_t> code_point_at(std::string_view s, std::size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  if (b < 0x80) return {b, 1};
+  const std::size_t len = (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : 0;
+  if (len == 0 || i + len > s.size()) return {0, 0};
+  char32_t c = len == 2 ? (b & 0x1F) : (b & 0x0F);
+  for (std::size_t k = 1; k < len; ++k) {
+    const auto cb = static_cast<unsigned char>(s[i + k]);
+    if ((cb >> 6) != 0x2) return {0, 0};
+    c = (c << 6) | (cb & 0x3F);
+  }
+  if ((len == 2 && c < 0x80) || (len == 3 && (c < 0x800 || (c >= 0xD800 && c <= 0xDFFF)))) return {0, 0};
+  return {c, len};
+}
+
+}  // namespace
+
+std::string python_strip(std::string_view s) {
+  std::size_t b = 0;
+  while (b < s.size()) {
+    auto [c, len] = code_point_at(s, b);
+    if (len == 0 || !python_space(c)) break;
+    b += len;
+  }
+  std::size_t e = s.size();
+  while (e > b) {
+    // the start of the last code point: back over continuation bytes (at most 2 for a space)
+    std::size_t k = e - 1;
+    while (k > b && e - k < 3 && (static_cast<unsigned char>(s[k]) >> 6) == 0x2) --k;
+    auto [c, len] = code_point_at(s, k);
+    if (len != e - k || !python_space(c)) break;
+    e = k;
+  }
+  return std::string(s.substr(b, e - b));
 }
 
 }  // namespace tlmoe

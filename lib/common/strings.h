@@ -18,4 +18,10 @@ std::string csv_field(std::string_view s);
 // "a,b,,c" -> {"a", "b", "c"}: items separated by `sep` (a comma by default), empty ones dropped.
 std::vector<std::string> split_list(std::string_view s, char sep = ',');
 
+// UTF-8 text without the whitespace at both ends, as Python's str.strip() (CrossFit strips
+// predictions so): every code point for which str.isspace() is true — ASCII \t \n \v \f \r
+// and space, U+001C..U+001F, U+0085, U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F,
+// U+205F, U+3000. Bytes that are not valid UTF-8 are never whitespace.
+std::string python_strip(std::string_view s);
+
 }  // namespace tlmoe

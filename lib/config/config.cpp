@@ -52,6 +52,18 @@ std::string suggestion(const std::string& key) {
   return best_d <= limit ? best : "";
 }
 
+// Keys renamed since a release: the old name still sets the new key (checkpoints keep their
+// resolved config, which names every key of its day).
+const std::map<std::string, std::string>& renamed_keys() {
+  static const std::map<std::string, std::string> m = {{"eval.beam_search", "eval.semantics"}};
+  return m;
+}
+
+std::string current_name(const std::string& key) {
+  auto it = renamed_keys().find(key);
+  return it == renamed_keys().end() ? key : it->second;
+}
+
 [[noreturn]] void unknown_key(const std::string& where, const std::string& key) {
   std::string msg = "unknown key";
   std::string s = suggestion(key);
@@ -82,13 +94,14 @@ void apply_mapping(Config& cfg, const YAML::Node& map, const std::string& prefix
                    const std::string& file) {
   for (auto it = map.begin(); it != map.end(); ++it) {
     const std::string name = it->first.Scalar();
-    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const std::string key = current_name(prefix.empty() ? name : prefix + "." + name);
     const YAML::Node& value = it->second;
     const std::string where = mark_of(file, it->first);
     if (prefix.empty() && name == "base") continue;  // handled by load_chain
     if (const FieldSpec* f = find_field(key)) {
       if (value.IsNull()) throw ConfigError(where, key, "has no value");
       f->parse(cfg, value, where);
+      cfg.explicit_keys.insert(key);
     } else if (prefix.empty() && is_section(name)) {
       if (value.IsNull()) continue;  // an empty section is harmless
       if (!value.IsMap()) throw ConfigError(where, key, "is a section: expected a mapping of keys");
@@ -132,7 +145,7 @@ void apply_override(Config& cfg, const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
     throw ConfigError(where, "", "expected section.key=value");
-  const std::string key = assignment.substr(0, eq);
+  const std::string key = current_name(assignment.substr(0, eq));
   const std::string text = assignment.substr(eq + 1);
   const FieldSpec* f = find_field(key);
   if (!f) {
@@ -150,6 +163,7 @@ void apply_override(Config& cfg, const std::string& assignment) {
     value = YAML::Node(std::string());
   }
   f->parse(cfg, value, where);
+  cfg.explicit_keys.insert(key);
 }
 
 template <class T>
@@ -275,6 +289,8 @@ std::string config_reference_markdown() {
      << "Unknown keys, wrong types and out-of-range values are refused with the file, line and key\n"
      << "(exit code 2), with the nearest valid key suggested. Every run writes the resolved config to\n"
      << "`config.resolved.yaml` in its run directory; `tlmoe config show FILE` prints it.\n\n";
+  for (const auto& [from, to] : renamed_keys()) md << "`" << from << "` is the former name of `" << to << "` and still sets it.\n";
+  if (!renamed_keys().empty()) md << "\n";
   auto row = [&](const FieldSpec& f, const std::string& leaf) {
     std::string type = f.type;
     if (!f.choices.empty()) {

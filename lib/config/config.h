@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -137,7 +138,7 @@ struct EvalConfig {
   bool forced_bos;
   bool forced_eos;
   bool early_stopping;
-  std::string beam_search;        // legacy | current
+  std::string semantics;          // legacy | current: which transformers release to reproduce
 };
 
 struct AnalysisConfig {
@@ -171,6 +172,12 @@ struct Config {
   EvalConfig eval;
   AnalysisConfig analysis;
   DistConfig dist;
+
+  // The keys a config file (or its base files) or a --set override gave a value, whatever the
+  // value. What a model brings (model.init_from: hf:DIR, a checkpoint given as hf:DIR) fills only
+  // the other keys (docs/method.md §1.6).
+  std::set<std::string> explicit_keys;
+  bool is_explicit(const std::string& key) const { return explicit_keys.count(key) > 0; }
 
   // Every field at its declared default.
   static Config defaults();

@@ -255,10 +255,10 @@ void declare_data(Declarer& d) {
 
   // ---- tokenizer ----
   d.add<S>("tokenizer.kind", TLMOE_GET(tokenizer.kind), "sentencepiece", pre,
-           "Tokenizer implementation: sentencepiece (trained by preprocess or loaded) or bart-bpe (BART's byte-level BPE from a Hugging Face directory's vocab.json + merges.txt, identical to transformers' BartTokenizer).",
+           "Tokenizer implementation: sentencepiece (trained by preprocess or loaded) or bart-bpe (BART's byte-level BPE from a Hugging Face directory's tokenizer.json, or vocab.json + merges.txt, identical to transformers' BartTokenizer). Unset, model.init_from: hf:DIR (or eval/adapt --checkpoint hf:DIR) selects bart-bpe.",
            one_of({"sentencepiece", "bart-bpe"}));
   d.add<S>("tokenizer.model", TLMOE_GET(tokenizer.model), "", pre,
-           "sentencepiece: model file; empty = preprocess trains one on the upstream tasks' text into {cache_dir}/tokenizer/spm.model. bart-bpe: directory holding vocab.json and merges.txt; empty = the directory of model.init_from: hf:DIR.");
+           "sentencepiece: model file; empty = preprocess trains one on the upstream tasks' text into {cache_dir}/tokenizer/spm.model. bart-bpe: directory holding tokenizer.json (as transformers 5.x saves it) or vocab.json + merges.txt; empty = the directory of model.init_from: hf:DIR (or of --checkpoint hf:DIR).");
   d.add<I>("tokenizer.vocab_size", TLMOE_GET(tokenizer.vocab_size), 8000, pre,
            "Vocabulary size when training a tokenizer (special tokens included).", range(16, 1 << 20));
   d.add<S>("tokenizer.model_type", TLMOE_GET(tokenizer.model_type), "unigram", pre,
@@ -412,8 +412,8 @@ void declare_evaluation(Declarer& d) {
               "Force </s> at the last position max_len - 1 (BART's forced_eos_token_id).");
   d.add<bool>("eval.early_stopping", TLMOE_GET(eval.early_stopping), false, "train, adapt, eval",
               "Beam search stops an example as soon as it has num_beams finished hypotheses.");
-  d.add<S>("eval.beam_search", TLMOE_GET(eval.beam_search), "legacy", "train, adapt, eval",
-           "Beam search semantics: legacy = transformers 4.x's BeamSearchScorer (what CrossFit and the paper ran); current = the vectorised beam search of transformers 5.x (early-stop check on the best running beam, length limit scored by generated length).",
+  d.add<S>("eval.semantics", TLMOE_GET(eval.semantics), "legacy", "train, adapt, eval",
+           "Which transformers release generation and decoding reproduce. legacy = 4.x, what CrossFit and the paper ran: BeamSearchScorer's beam search, and a BART tokenizer cleans up spaces before punctuation unless its tokenizer_config.json says otherwise. current = 5.x: the vectorised beam search (early-stop check on the best running beam, length limit scored by generated length) and 5.x's decoding. Unset, a Hugging Face model (hf:DIR, or a run trained from one) uses current. Formerly eval.beam_search (still accepted).",
            one_of({"legacy", "current"}));
   d.add<S>("eval.pearson_fallback", TLMOE_GET(eval.pearson_fallback), "nan", "train, adapt, eval",
            "Value for unparsable predictions in Pearson tasks: nan (CrossFit) or a number such as 3.0 (the TL-MoE code).");

@@ -53,7 +53,7 @@ void check_options(const Config& cfg) {
                       "must be sentencepiece or bart-bpe, got '" + cfg.tokenizer.kind + "'");
   if (cfg.tokenizer.kind == "bart-bpe" && cfg.tokenizer.model.empty() && model::hf_dir_of(cfg.model.init_from).empty())
     throw ConfigError("", "tokenizer.model",
-                      "tokenizer.kind bart-bpe needs a directory with vocab.json and merges.txt (tokenizer.model), "
+                      "tokenizer.kind bart-bpe needs a Hugging Face tokenizer directory (tokenizer.json, or vocab.json + merges.txt) as tokenizer.model, "
                       "or model.init_from: hf:DIR to take the tokenizer of that model");
   if (cfg.tokenizer.model_type != "unigram" && cfg.tokenizer.model_type != "bpe")
     throw ConfigError("", "tokenizer.model_type",
@@ -251,7 +251,7 @@ TokenizerChoice prepare_tokenizer(const Config& cfg, const Dataset& d, const fs:
   if (cfg.tokenizer.kind == "bart-bpe") {
     c.path = cfg.tokenizer.model.empty() ? fs::path(model::hf_dir_of(cfg.model.init_from)) : fs::path(cfg.tokenizer.model);
     c.tokenizer = text::BartBpeTokenizer::load(c.path);
-    log << "tokenizer: " << c.path.string() << " (bart-bpe: vocab.json + merges.txt), vocabulary "
+    log << "tokenizer: " << c.path.string() << " (bart-bpe, " << (fs::exists(c.path / "tokenizer.json") ? "tokenizer.json" : "vocab.json + merges.txt") << "), vocabulary "
         << c.tokenizer->vocab_size() << "\n";
     return c;
   }
@@ -513,8 +513,12 @@ json read_preprocess_manifest(const Config& cfg) {
 std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg) {
   const json man = read_preprocess_manifest(cfg);
   const fs::path path = man.at("tokenizer").at("path").get<std::string>();
-  if (man.at("tokenizer").value("kind", std::string("sentencepiece")) == "bart-bpe") return text::BartBpeTokenizer::load(path);
-  return text::SentencePieceTokenizer::load(path);
+  std::unique_ptr<text::Tokenizer> tok;
+  if (man.at("tokenizer").value("kind", std::string("sentencepiece")) == "bart-bpe") tok = text::BartBpeTokenizer::load(path);
+  else tok = text::SentencePieceTokenizer::load(path);
+  // decode as the transformers release of eval.semantics would (a BART BPE's clean-up of spaces)
+  tok->set_semantics(cfg.eval.semantics == "current" ? text::HfSemantics::current : text::HfSemantics::legacy);
+  return tok;
 }
 
 }  // namespace tlmoe::data

@@ -56,7 +56,8 @@ std::string format_task_table(const std::vector<TaskSummary>& tasks);
 // manifest.json of cfg's cache. DataError when it is missing (preprocess has not run) or damaged.
 nlohmann::json read_preprocess_manifest(const Config& cfg);
 
-// The tokenizer recorded in the preprocess manifest of cfg's cache.
+// The tokenizer recorded in the preprocess manifest of cfg's cache, decoding with the semantics
+// of eval.semantics (text::HfSemantics).
 std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg);
 
 }  // namespace tlmoe::data

@@ -15,6 +15,8 @@
 #include "evaluate/predict.h"
 #include "train/upstream_data.h"
 #include "common/device.h"
+#include "model/hf_bart.h"
+#include "model/hf_defaults.h"
 #include "model/load_model.h"
 
 namespace fs = std::filesystem;
@@ -22,111 +24,157 @@ using nlohmann::json;
 
 namespace tlmoe::evaluate {
 
-json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
-  std::ostream& log = opts.log ? *opts.log : std::cerr;
-  const Config& cfg = opts.cfg;
-  validate(cfg);
-  if (opts.checkpoint.empty()) throw UsageError("eval: a checkpoint is required (--checkpoint)");
-  std::ostringstream quiet;
-  data::preprocess(cfg, quiet);
-  const json man = data::read_preprocess_manifest(cfg);
-  const fs::path cache = cache_dir(cfg);
-  const auto metrics = data::task_metrics(man.at("tasks_file").get<std::string>());
-  const data::TaskSplits splits = data::load_splits(man.at("splits").get<std::string>());
-  const json& tok_info = man.at("tokenizer");
-  auto tok = data::load_tokenizer(cfg);
+namespace {
 
-  model::LoadedModel lm = model::load_model(opts.checkpoint);
-  if (lm.tokenizer_fingerprint != tok_info.at("fingerprint").get<std::string>())
-    throw DataError((fs::path(opts.checkpoint) / "meta.json").string(), 0,
-                    "the checkpoint was trained with another tokenizer than the preprocess cache records");
-  const torch::Device dev = pick_device(cfg.device);
-  lm.model->to(dev);
-  lm.model->eval();
-  const bool routed = lm.model->options().experts > 1;
-  if (routed && lm.cfg.task_rep.kind == "learned")
-    log << "warning: the checkpoint's task table is learned: tasks it never trained on have random rows, so "
-           "their zero-shot routes are arbitrary (use task_rep.kind textemb or fisher for zero-shot)\n";
+// The test file of a task: its first k-shot split's test file; a seen task without k-shot files
+// (data.upstream_source = full) is scored on its held-out {task}_full_dev.tsv.
+const json& task_test_file(const Config& cfg, const json& man, const std::string& t) {
+  const json* test = nullptr;
+  for (const json& f : man.at("tasks").at(t).at("files"))
+    if (f.at("kind") == "kshot" && f.at("split") == "test" &&
+        (!test || f.at("prefix").get<std::string>() < test->at("prefix").get<std::string>()))
+      test = &f;
+  if (!test)
+    for (const json& f : man.at("tasks").at(t).at("files"))
+      if (f.at("kind") == "full" && f.at("split") == "dev") test = &f;
+  if (!test)
+    throw DataError(data::task_dir(cfg.data.dir, t).string(), 0,
+                    "task '" + t + "' has neither a k-shot test file nor a {task}_full_dev.tsv");
+  return *test;
+}
 
+std::vector<std::string> tasks_to_evaluate(const CheckpointEvalOptions& opts, const data::TaskSplits& splits) {
   std::vector<std::string> tasks = opts.tasks;
   if (tasks.empty())
     for (const auto& part : opts.partitions) {
-      const auto& list = part == "train" ? splits.train : part == "dev" ? splits.dev : splits.test;
       if (part != "train" && part != "dev" && part != "test")
         throw UsageError("eval: unknown partition '" + part + "' (train, dev or test)");
+      const auto& list = part == "train" ? splits.train : part == "dev" ? splits.dev : splits.test;
       tasks.insert(tasks.end(), list.begin(), list.end());
     }
   if (tasks.empty()) throw DataError(splits.source, 0, "no tasks to evaluate");
+  return tasks;
+}
 
-  auto g = generation_options(cfg, tok_info.at("bos_id"), tok_info.at("eos_id"), tok_info.at("pad_id"));
-  g.decoder_start_id = lm.cfg.model.decoder_start == "eos" ? tok_info.at("eos_id").get<int64_t>()
-                                                            : tok_info.at("bos_id").get<int64_t>();
-  const auto mo = metric_options(cfg);
-  const RouteFn base_routes = model_routes(lm.model, lm.tau, static_cast<uint64_t>(lm.cfg.train.seed));
+// JSON text that never throws: invalid UTF-8 (which a tokenizer should not produce, but a
+// damaged file might) becomes U+FFFD instead of losing the file.
+std::string safe_dump(const json& j, int indent = -1) { return j.dump(indent, ' ', false, json::error_handler_t::replace); }
 
-  json out_tasks = json::object();
+struct Session {
+  Config cfg;
+  json man;
+  data::TaskSplits splits;
+  std::map<std::string, std::string> metrics;
+  std::unique_ptr<text::Tokenizer> tok;
+  model::LoadedModel lm;
+  torch::Device dev = torch::kCPU;
+  bool routed = false;
+  model::GenerationOptions gen;
+  RouteFn base_routes;
+};
+
+Session open_session(const CheckpointEvalOptions& opts, std::ostream& log) {
+  Session s;
+  s.cfg = opts.cfg;
+  model::adopt_checkpoint_defaults(s.cfg, opts.checkpoint, log);
+  validate(s.cfg);
+  std::ostringstream quiet;
+  data::preprocess(s.cfg, quiet);
+  s.man = data::read_preprocess_manifest(s.cfg);
+  s.metrics = data::task_metrics(s.man.at("tasks_file").get<std::string>());
+  s.splits = data::load_splits(s.man.at("splits").get<std::string>());
+  const json& tok_info = s.man.at("tokenizer");
+  s.tok = data::load_tokenizer(s.cfg);
+  s.lm = model::load_model(opts.checkpoint);
+  if (s.lm.tokenizer_fingerprint != tok_info.at("fingerprint").get<std::string>())
+    throw DataError(model::hf_dir_of(opts.checkpoint).empty() ? (fs::path(opts.checkpoint) / "meta.json").string() : opts.checkpoint, 0,
+                    "the checkpoint was trained with another tokenizer than the preprocess cache records");
+  s.dev = pick_device(s.cfg.device);
+  s.lm.model->to(s.dev);
+  s.lm.model->eval();
+  s.routed = s.lm.model->options().experts > 1;
+  if (s.routed && s.lm.cfg.task_rep.kind == "learned")
+    log << "warning: the checkpoint's task table is learned: tasks it never trained on have random rows, so "
+           "their zero-shot routes are arbitrary (use task_rep.kind textemb or fisher for zero-shot)\n";
+  s.gen = generation_options(s.cfg, tok_info.at("bos_id"), tok_info.at("eos_id"), tok_info.at("pad_id"));
+  s.gen.decoder_start_id = s.lm.cfg.model.decoder_start == "eos" ? tok_info.at("eos_id").get<int64_t>()
+                                                                  : tok_info.at("bos_id").get<int64_t>();
+  Config shown = s.cfg;
+  shown.model.decoder_start = s.lm.cfg.model.decoder_start;
+  log << "eval: decoding with " << model::describe_generation(shown) << "\n";
+  s.base_routes = model_routes(s.lm.model, s.lm.tau, static_cast<uint64_t>(s.lm.cfg.train.seed));
+  return s;
+}
+
+// The row of task `t` in the checkpoint's task table; a model without routing (and without a
+// table, as a Hugging Face directory) decodes every task alike.
+int64_t task_row(const Session& s, const CheckpointEvalOptions& opts, const std::string& t) {
+  if (!s.man.at("tasks").contains(t)) throw UsageError("eval: task '" + t + "' is not in " + s.splits.source);
+  auto it = std::find(s.lm.tasks.begin(), s.lm.tasks.end(), t);
+  if (it != s.lm.tasks.end()) return it - s.lm.tasks.begin();
+  if (!s.routed) return 0;
+  throw UsageError("eval: task '" + t + "' is not in the checkpoint's task table (" + opts.checkpoint + ")");
+}
+
+json evaluate_task(Session& s, const CheckpointEvalOptions& opts, const std::string& t, std::ostream& log) {
+  const int64_t id = task_row(s, opts, t);
+  auto mit = s.metrics.find(t);
+  if (mit == s.metrics.end()) throw DataError(s.man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + t + "'");
+  EvalSet set = load_eval_set(cache_dir(s.cfg), task_test_file(s.cfg, s.man, t), t, id, mit->second, opts.max_examples);
+  RouteFn routes = s.base_routes;
+  if (opts.route_edit) {
+    auto m = s.lm.model;
+    RouteFn base = s.base_routes;
+    routes = [&opts, t, m, base](const torch::Tensor& ids) mutable { return opts.route_edit(t, *m, base(ids)); };
+  }
+  auto preds = predict(*s.lm.model, set.examples, routes, *s.tok, s.gen, s.cfg.eval.batch_size, s.dev);
+  TaskScore sc = score_predictions(set, preds, metric_options(s.cfg));
+  const json score = std::isfinite(sc.score) ? json(sc.score) : json(nullptr);
+  json entry = {{"metric", sc.metric}, {"mean", score}, {"std", 0.0},
+                {"splits", {{"test", {{"seed", 0}, {"test", score}}}}},
+                {"partition", s.splits.partition_of(t)}, {"examples", sc.examples},
+                {"unparsable", sc.unparsable}, {"source", set.source}};
+  if (s.routed) {
+    auto r = routes(torch::tensor({id}, torch::kLong).to(s.dev));
+    std::vector<int64_t> hard;
+    for (auto& l : r) hard.push_back(l.weights.argmax(1).item<int64_t>());
+    entry["route"] = hard;
+  }
+  log << "eval: " << t << " (" << s.splits.partition_of(t) << ") " << sc.metric << " " << sc.score << "\n";
+  if (!opts.out_dir.empty()) {
+    std::string lines;
+    for (size_t i = 0; i < preds.size(); ++i) lines += safe_dump(json{{"prediction", preds[i]}, {"golds", set.golds[i]}}) + "\n";
+    io::write_file_atomic(fs::path(opts.out_dir) / "predictions" / (t + ".jsonl"), lines);
+  }
+  return entry;
+}
+
+}  // namespace
+
+json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
+  std::ostream& log = opts.log ? *opts.log : std::cerr;
+  validate(opts.cfg);
+  if (opts.checkpoint.empty()) throw UsageError("eval: a checkpoint is required (--checkpoint)");
+  Session s = open_session(opts, log);
+  const std::vector<std::string> tasks = tasks_to_evaluate(opts, s.splits);
+  json summary = {{"kind", "eval"}, {"checkpoint", opts.checkpoint}, {"start", s.routed ? "tlmoe" : "vanilla"},
+                  {"complete", false}, {"tasks", json::object()}, {"mean_over_tasks", nullptr},
+                  {"generation", model::describe_generation(s.cfg)}};
   double sum = 0;
   int64_t n = 0;
+  auto write = [&] {
+    summary["mean_over_tasks"] = n ? json(sum / static_cast<double>(n)) : json(nullptr);
+    if (!opts.out_dir.empty()) io::write_file_atomic(fs::path(opts.out_dir) / "summary.json", safe_dump(summary, 1) + "\n");
+  };
   for (const auto& t : tasks) {
-    auto id_it = std::find(lm.tasks.begin(), lm.tasks.end(), t);
-    if (id_it == lm.tasks.end())
-      throw UsageError("eval: task '" + t + "' is not in the checkpoint's task table (" + opts.checkpoint + ")");
-    if (!man.at("tasks").contains(t)) throw UsageError("eval: task '" + t + "' is not in " + splits.source);
-    const int64_t id = id_it - lm.tasks.begin();
-    const json* test = nullptr;
-    for (const json& f : man.at("tasks").at(t).at("files"))
-      if (f.at("kind") == "kshot" && f.at("split") == "test" &&
-          (!test || f.at("prefix").get<std::string>() < test->at("prefix").get<std::string>()))
-        test = &f;
-    // A seen task without k-shot files (data.upstream_source = full) is scored on its held-out
-    // {task}_full_dev.tsv.
-    if (!test)
-      for (const json& f : man.at("tasks").at(t).at("files"))
-        if (f.at("kind") == "full" && f.at("split") == "dev") test = &f;
-    if (!test)
-      throw DataError(data::task_dir(cfg.data.dir, t).string(), 0,
-                      "task '" + t + "' has neither a k-shot test file nor a {task}_full_dev.tsv");
-    auto mit = metrics.find(t);
-    if (mit == metrics.end()) throw DataError(man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + t + "'");
-    EvalSet set = load_eval_set(cache, *test, t, id, mit->second, opts.max_examples);
-    RouteFn routes = base_routes;
-    if (opts.route_edit) {
-      auto m = lm.model;
-      routes = [&, m](const torch::Tensor& ids) mutable { return opts.route_edit(t, *m, base_routes(ids)); };
-    }
-    auto preds = predict(*lm.model, set.examples, routes, *tok, g, cfg.eval.batch_size, dev);
-    TaskScore sc = score_predictions(set, preds, mo);
-    json entry = {{"metric", sc.metric},
-                  {"mean", std::isfinite(sc.score) ? json(sc.score) : json(nullptr)},
-                  {"std", 0.0},
-                  {"splits", {{"test", {{"seed", 0}, {"test", std::isfinite(sc.score) ? json(sc.score) : json(nullptr)}}}}},
-                  {"partition", splits.partition_of(t)},
-                  {"examples", sc.examples},
-                  {"unparsable", sc.unparsable},
-                  {"source", set.source}};
-    if (routed) {
-      auto r = routes(torch::tensor({id}, torch::kLong).to(dev));
-      std::vector<int64_t> hard;
-      for (auto& l : r) hard.push_back(l.weights.argmax(1).item<int64_t>());
-      entry["route"] = hard;
-    }
-    out_tasks[t] = entry;
-    if (std::isfinite(sc.score)) sum += sc.score, ++n;
-    log << "eval: " << t << " (" << splits.partition_of(t) << ") " << sc.metric << " " << sc.score << "\n";
-    if (!opts.out_dir.empty()) {
-      std::string lines;
-      for (size_t i = 0; i < preds.size(); ++i)
-        lines += json{{"prediction", preds[i]}, {"golds", set.golds[i]}}.dump() + "\n";
-      io::write_file_atomic(fs::path(opts.out_dir) / "predictions" / (t + ".jsonl"), lines);
-    }
+    // Each finished task is in summary.json at once: a later failure loses nothing finished.
+    json entry = evaluate_task(s, opts, t, log);
+    if (entry.at("mean").is_number()) sum += entry.at("mean").get<double>(), ++n;
+    summary["tasks"][t] = std::move(entry);
+    write();
   }
-  json summary = {{"kind", "eval"},
-                  {"checkpoint", opts.checkpoint},
-                  {"start", routed ? "tlmoe" : "vanilla"},
-                  {"complete", true},
-                  {"tasks", out_tasks},
-                  {"mean_over_tasks", n ? json(sum / static_cast<double>(n)) : json(nullptr)}};
-  if (!opts.out_dir.empty()) io::write_file_atomic(fs::path(opts.out_dir) / "summary.json", summary.dump(1) + "\n");
+  summary["complete"] = true;
+  write();
   return summary;
 }
 

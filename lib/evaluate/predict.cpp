@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "common/strings.h"
+
 namespace tlmoe::evaluate {
 
 model::GenerationOptions generation_options(const Config& cfg, int64_t bos, int64_t eos, int64_t pad) {
@@ -14,7 +16,7 @@ model::GenerationOptions generation_options(const Config& cfg, int64_t bos, int6
   g.length_penalty = cfg.eval.length_penalty;
   g.no_repeat_ngram = cfg.eval.no_repeat_ngram;
   g.early_stopping = cfg.eval.early_stopping;
-  g.current_beam_search = cfg.eval.beam_search == "current";
+  g.current_beam_search = cfg.eval.semantics == "current";
   g.decoder_start_id = cfg.model.decoder_start == "eos" ? eos : bos;
   g.forced_bos_id = cfg.eval.forced_bos ? bos : -1;
   g.forced_eos_id = cfg.eval.forced_eos ? eos : -1;
@@ -63,10 +65,7 @@ std::vector<std::string> predict(model::Seq2SeqImpl& m, const std::vector<data::
       for (int64_t id : gen[i])
         if (id != g.pad_id && id != g.eos_id && id != g.decoder_start_id && !tok.is_special(static_cast<int32_t>(id)))
           t.push_back(static_cast<int32_t>(id));
-      std::string s = tok.decode(t, /*skip_special=*/true);
-      const auto b0 = s.find_first_not_of(" \t\n\r\f\v");
-      const auto e0 = s.find_last_not_of(" \t\n\r\f\v");
-      out[order[from + i]] = b0 == std::string::npos ? std::string() : s.substr(b0, e0 - b0 + 1);
+      out[order[from + i]] = python_strip(tok.decode(t, /*skip_special=*/true));
     }
   }
   return out;

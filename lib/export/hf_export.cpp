@@ -1,7 +1,8 @@
 #include "export/hf_export.h"
+#include "export/hf_model_files.h"
 
+#include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <iomanip>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -11,12 +12,11 @@
 #include "common/device.h"
 #include "common/error.h"
 #include "data/batching.h"
-#include "data/preprocess.h"
 #include "evaluate/predict.h"
-#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "model/hf_bart.h"
 #include "model/load_model.h"
+#include "text/bart_bpe_tokenizer.h"
 #include "train/loss.h"
 #include "train/upstream_data.h"
 
@@ -66,14 +66,23 @@ std::pair<double, int64_t> dev_loglik(model::Seq2SeqImpl& m, const std::vector<d
   return {tokens ? -nll / static_cast<double>(tokens) : 0.0, tokens};
 }
 
-// The task's row in the checkpoint's task table; UsageError listing some tasks when it has none.
-int64_t task_row(const model::LoadedModel& lm, const std::string& task) {
-  auto it = std::find(lm.tasks.begin(), lm.tasks.end(), task);
-  if (it != lm.tasks.end()) return it - lm.tasks.begin();
+// Some of the checkpoint's tasks, for messages: "a, b, ... (N tasks)".
+std::string some_tasks(const model::LoadedModel& lm) {
   std::string list;
   for (size_t i = 0; i < lm.tasks.size() && i < 8; ++i) list += (i ? ", " : "") + lm.tasks[i];
   if (lm.tasks.size() > 8) list += ", ... (" + std::to_string(lm.tasks.size()) + " tasks)";
-  throw UsageError("--task " + task + ": the checkpoint has no such task (its tasks: " + list + ")");
+  return list;
+}
+
+// The task's row in the checkpoint's task table; UsageError when the task is not named or the
+// checkpoint has no such task.
+int64_t task_row(const model::LoadedModel& lm, const std::string& task) {
+  if (task.empty())
+    throw UsageError("--task is required: the checkpoint routes each task through its own experts, so the export is "
+                     "one task's model (its tasks: " + some_tasks(lm) + ")");
+  auto it = std::find(lm.tasks.begin(), lm.tasks.end(), task);
+  if (it != lm.tasks.end()) return it - lm.tasks.begin();
+  throw UsageError("--task " + task + ": the checkpoint has no such task (its tasks: " + some_tasks(lm) + ")");
 }
 
 // The expert weights of every routed layer (route index -> weights; a hard route exactly one-hot),
@@ -147,31 +156,28 @@ std::map<std::string, torch::Tensor> dense_state(model::TLMoEModelImpl& m,
   return dense;
 }
 
-// vocab.json + merges.txt + tokenizer_config.json when the preprocess cache holds the
-// checkpoint's own BART tokenizer; otherwise says why not.
+// The checkpoint's BART tokenizer as Hugging Face tokenizer files (text::BartBpeTokenizer::
+// save_hf_files: tokenizer.json keeps the added tokens' lstrip/rstrip), read from the directory its
+// config names (tokenizer.model, else model.init_from: hf:DIR), as preprocess reads it. A
+// SentencePiece model is not a BART tokenizer: nothing is written and the log says why.
 void write_tokenizer_files(const model::LoadedModel& lm, const ExportOptions& o, ExportReport& rep, std::ostream& log) {
+  const auto& tc = lm.cfg.tokenizer;
+  if (tc.kind != "bart-bpe") {
+    log << "tokenizer: not written (" << tc.kind << " is not a BART tokenizer; transformers cannot load it as one)\n";
+    return;
+  }
+  const fs::path src = tc.model.empty() ? fs::path(model::hf_dir_of(lm.cfg.model.init_from)) : fs::path(tc.model);
   try {
-    const json man = data::read_preprocess_manifest(lm.cfg);
-    const auto& tk = man.at("tokenizer");
-    if (tk.value("fingerprint", std::string()) != lm.tokenizer_fingerprint) {
-      log << "tokenizer: not written (the preprocess cache holds another tokenizer than the checkpoint's)\n";
-    } else if (tk.value("kind", std::string()) == "bart-bpe") {
-      const fs::path src = tk.at("path").get<std::string>();
-      for (const char* f : {"vocab.json", "merges.txt"})
-        fs::copy_file(src / f, o.out / f, fs::copy_options::overwrite_existing);
-      auto tok = data::load_tokenizer(lm.cfg);
-      json tc = {{"tokenizer_class", "BartTokenizer"}, {"model_max_length", lm.model->options().max_positions},
-                 {"add_prefix_space", false}, {"errors", "replace"},
-                 {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"pad_token", "<pad>"},
-                 {"sep_token", "</s>"}, {"cls_token", "<s>"}};
-      if (tok->vocab_size() > 4 && tok->id_to_piece(tok->vocab_size() - 1) == "<mask>") tc["mask_token"] = "<mask>";
-      io::write_file_atomic(o.out / "tokenizer_config.json", tc.dump(2) + "\n");
-      rep.tokenizer_written = true;
-      log << "tokenizer: vocab.json + merges.txt from " << src.string() << "\n";
-    } else {
-      log << "tokenizer: not written (" << tk.value("kind", std::string("?"))
-          << " is not a BART tokenizer; transformers cannot load it as one)\n";
+    if (src.empty()) throw DataError("", 0, "the config names no tokenizer directory (tokenizer.model)");
+    auto tok = text::BartBpeTokenizer::load(src);
+    if (!lm.tokenizer_fingerprint.empty() && tok->fingerprint() != lm.tokenizer_fingerprint) {
+      log << "tokenizer: not written (" << src.string() << " holds another tokenizer than the checkpoint's)\n";
+      return;
     }
+    tok->save_hf_files(o.out, lm.model->options().max_positions);
+    rep.tokenizer_written = true;
+    log << "tokenizer: " << src.string() << " as vocab.json, merges.txt, tokenizer.json, tokenizer_config.json, "
+        << "special_tokens_map.json\n";
   } catch (const InputError& e) {
     log << "tokenizer: not written (" << e.what() << ")\n";
   }
@@ -218,16 +224,18 @@ void measure_dev_change(model::LoadedModel& lm, int64_t t, const evaluate::Route
 
 ExportReport export_task(const ExportOptions& o, std::ostream& log) {
   ExportReport rep;
-  model::LoadedModel lm = model::load_model(o.checkpoint);
-  const int64_t t = task_row(lm, o.task);
+  model::LoadedModel lm = model::load_model(o.checkpoint.string());
+  rep.routed = lm.model->routed_layers() > 0;
+  const int64_t t = rep.routed ? task_row(lm, o.task) : -1;
   const torch::Device dev = pick_device(o.device);
   lm.model->to(dev);
   lm.model->eval();
   auto& m = *lm.model;
 
+  // A model without routed layers (experts = 1, hf:DIR) is the same for every task: no route.
   evaluate::RouteFn routes = evaluate::model_routes(lm.model, lm.tau, static_cast<uint64_t>(lm.cfg.train.seed));
   std::vector<model::LayerRoute> r;
-  {
+  if (rep.routed) {
     torch::NoGradGuard g;
     r = routes(torch::tensor({t}, torch::kLong).to(dev));
   }
@@ -239,17 +247,24 @@ ExportReport export_task(const ExportOptions& o, std::ostream& log) {
   dense_opts.vanilla_decoder_layers.clear();
 
   const int64_t bos = 0, eos = 2, pad = 1;
-  auto gen = evaluate::generation_options(lm.cfg, bos, eos, pad);
-  gen.decoder_start_id = lm.cfg.model.decoder_start == "eos" ? eos : bos;
-  json extra = {{"tlmoe", {{"checkpoint", fs::absolute(o.checkpoint).string()},
-                            {"task", o.task},
+  const auto gen = evaluate::generation_options(lm.cfg, bos, eos, pad);
+  const std::string ck = o.checkpoint.string();
+  const std::string hf_dir = model::hf_dir_of(ck);
+  json extra = {{"tlmoe", {{"checkpoint", hf_dir.empty() ? fs::absolute(o.checkpoint).string()
+                                                           : "hf:" + fs::absolute(hf_dir).string()},
+                            {"task", o.task.empty() ? json(nullptr) : json(o.task)},
                             {"exact", rep.exact},
                             {"routes", rep.layer_routes}}}};
   fs::create_directories(o.out);
-  model::save_hf_bart(o.out, dense_opts, dense, gen, extra);
-  log << "export: " << o.out.string() << " (" << (rep.exact ? "exact: hard routes" : "approximate: averaged experts")
+  save_hf_bart(o.out, dense_opts, dense, gen, extra, lm.hf_source);
+  log << "export: " << o.out.string() << " ("
+      << (!rep.routed ? "exact: no routed layer, the same model for every task"
+                      : rep.exact ? "exact: hard routes" : "approximate: averaged experts")
       << ")\n";
   for (const auto& s : rep.layer_routes) log << "  " << s << "\n";
+  if (!lm.hf_source.is_null())
+    log << "config.json, generation_config.json: from " << lm.hf_source.value("dir", std::string("the source model"))
+        << "'s, with tlmoe's architecture, token ids and decoding settings\n";
   write_tokenizer_files(lm, o, rep, log);
   if (!rep.exact) measure_dev_change(lm, t, routes, dense_opts, dense, gen.decoder_start_id, o, dev, rep, log);
   return rep;

@@ -49,11 +49,4 @@ void check_hf_architecture(const HfBart& hf, const ModelOptions& mine);
 // (current_beam_search = true).
 GenerationOptions hf_generation_options(const HfBart& hf);
 
-// Writes a plain BartForConditionalGeneration directory: model.safetensors (the dense state in
-// HF names), config.json for `o` (experts ignored) and generation_config.json from `g`.
-// `dense` must hold every tensor of a dense Seq2Seq of options `o` (experts = 1).
-void save_hf_bart(const std::filesystem::path& dir, const ModelOptions& o,
-                  const std::map<std::string, torch::Tensor>& dense, const GenerationOptions& g,
-                  const nlohmann::json& extra_config = nlohmann::json::object());
-
 }  // namespace tlmoe::model

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,17 @@ struct LoadedModel {
   std::string tokenizer_fingerprint;
   int64_t step = 0;
   double tau = 1.0;                     // routing temperature at that step
+  // The Hugging Face BART the model comes from: a checkpoint given as hf:DIR, or a run trained
+  // with model.init_from: hf:DIR. {"dir": DIR, "config": config.json, "generation":
+  // generation_config.json ({} when the directory has none)}; null for a model of tlmoe's own.
+  nlohmann::json hf_source;
 };
 
 // Reads meta.json's config, builds the model and loads the weights. DataError naming the file
 // for a missing or damaged checkpoint, or tensors that do not fit its config.
-LoadedModel load_model(const std::filesystem::path& checkpoint);
+// "hf:DIR" loads a Hugging Face BART directory as a vanilla (experts = 1) model with no task
+// table (`tasks` empty: any task may be decoded), its config built from config.json, tokenizer
+// bart-bpe from DIR, and hf_source set.
+LoadedModel load_model(const std::string& checkpoint);
 
 }  // namespace tlmoe::model

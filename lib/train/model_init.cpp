@@ -9,6 +9,7 @@
 #include "data/task_rep.h"
 #include "io/checkpoint.h"
 #include "model/hf_bart.h"
+#include "model/hf_defaults.h"
 
 namespace fs = std::filesystem;
 
@@ -28,7 +29,7 @@ void init_from_hf(model::TLMoEModelImpl& m, const Config& cfg, const UpstreamDat
   if (data.tokenizer_fingerprint.rfind("bart-bpe:", 0) != 0)
     throw ConfigError("", "tokenizer.kind",
                       "model.init_from = " + cfg.model.init_from + " is a Hugging Face BART: its token ids need tokenizer.kind: "
-                      "bart-bpe (the model's vocab.json + merges.txt), not " + cfg.tokenizer.kind);
+                      "bart-bpe (the model's tokenizer.json or vocab.json + merges.txt), not " + cfg.tokenizer.kind);
   model::check_hf_architecture(hf, m.options());
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(cfg.train.seed));
   try {
@@ -135,6 +136,24 @@ void initialise_model(model::TLMoEModelImpl& m, const Config& cfg, const Upstrea
     for (auto& p : m.named_parameters(true))
       if (p.key().rfind("router.", 0) == 0) p.value().set_requires_grad(false);
   }
+}
+
+nlohmann::json adopt_start_model(Config& cfg, std::ostream& log) {
+  nlohmann::json source;
+  const std::string& from = cfg.model.init_from;
+  if (const std::string dir = model::hf_dir_of(from); !dir.empty()) {
+    const model::HfBart hf = model::read_hf_bart_config(dir);
+    model::adopt_hf_architecture(cfg, hf, log);
+    source = model::hf_source_of(hf);
+    log << "model: the architecture of " << (hf.dir / "config.json").string() << " (keys not set in the config)\n";
+  } else if (!from.empty()) {
+    source = model::checkpoint_hf_source(from);
+  }
+  if (!source.is_null() && !model::adopt_hf_generation(cfg, source).empty())
+    log << "decoding: the settings of " << (fs::path(source.value("dir", std::string())) / "generation_config.json").string()
+        << " (keys not set in the config): " << model::describe_generation(cfg) << "\n";
+  validate(cfg);
+  return source;
 }
 
 }  // namespace tlmoe::train

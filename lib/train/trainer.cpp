@@ -91,7 +91,7 @@ struct StepStats {
 // state), then step() / log_step() / evaluate_and_save() per optimizer step, then the last save.
 class Run {
  public:
-  explicit Run(const TrainOptions& opts) : opts_(opts), cfg_(opts.cfg) {}
+  Run(const TrainOptions& opts, json hf_source) : opts_(opts), cfg_(opts.cfg), hf_source_(std::move(hf_source)) {}
   TrainResult go();
 
  private:
@@ -117,6 +117,7 @@ class Run {
 
   const TrainOptions& opts_;
   const Config& cfg_;
+  const json hf_source_;  // the Hugging Face model the run starts from (meta.json's hf_source), or null
   fs::path run_;
   // processes
   torch::Device dev_ = torch::kCPU;
@@ -502,6 +503,7 @@ void Run::save(const fs::path& dir) {
   ck.meta["tokenizer_fingerprint"] = data_.tokenizer_fingerprint;
   ck.meta["tokenizer_model"] = data_.tokenizer_model;
   ck.meta["config"] = to_yaml(cfg_);
+  if (!hf_source_.is_null()) ck.meta["hf_source"] = hf_source_;
   ck.meta["trainer"] = {{"step", step_},         {"epoch", batcher_->epoch()}, {"position", batcher_->position()},
                         {"best_dev_loss", best_dev_}, {"best_step", best_step_},
                         {"best_dev_score", std::isfinite(best_score_) ? json(best_score_) : json(nullptr)},
@@ -512,7 +514,11 @@ void Run::save(const fs::path& dir) {
 }  // namespace
 
 TrainResult train(const TrainOptions& opts) {
-  Run run(opts);
+  TrainOptions o = opts;
+  std::ostream quiet(nullptr);
+  std::ostream& log = o.launch.rank > 0 ? quiet : o.log ? *o.log : std::cerr;
+  const json hf_source = adopt_start_model(o.cfg, log);
+  Run run(o, hf_source);
   return run.go();
 }
 

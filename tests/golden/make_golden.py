@@ -9,6 +9,9 @@ writes
     OUT_DIR/<model>/        save_pretrained() of a small random BART (several configurations)
     OUT_DIR/<model>/golden.safetensors   inputs, logits, encoder states, generated tokens
     OUT_DIR/golden.json     what is where: tokenizer cases, models, generation settings
+    OUT_DIR/e2e_*/          BART directories exactly as transformers saves them, for the
+                            command-line tests (tests/hf/test_hf_cli.py's references come from
+                            tests/golden/hf_generate.py at test time)
 """
 import json
 import sys
@@ -132,6 +135,74 @@ def randomise(model, seed, eos_bias):
         model.final_logits_bias[0, 2] += eos_bias
 
 
+# Directories as a user gets them from transformers, for `tlmoe eval/adapt/export --checkpoint hf:DIR`:
+# name, eos bias, tokenizer layout, config, generation_config.json (BART-like settings the
+# command-line must pick up without being told)
+E2E = [
+    ("e2e_json", 2.5, "tokenizer.json",
+     dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+          encoder_ffn_dim=64, decoder_ffn_dim=64, scale_embedding=True, max_position_embeddings=96,
+          dropout=0.05, attention_dropout=0.02, activation_dropout=0.03, init_std=0.03),
+     dict(num_beams=4, max_length=20, min_length=3, no_repeat_ngram_size=3, length_penalty=2.0,
+          early_stopping=True, forced_bos_token_id=0, forced_eos_token_id=2)),
+    ("e2e_vocab", 2.5, "vocab.json+merges.txt",
+     dict(d_model=24, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2, decoder_attention_heads=2,
+          encoder_ffn_dim=40, decoder_ffn_dim=40, scale_embedding=False, max_position_embeddings=80),
+     dict(num_beams=3, max_length=16, min_length=0, no_repeat_ngram_size=0, length_penalty=0.8,
+          early_stopping=False, forced_eos_token_id=2)),
+]
+
+
+def byte_piece(b):
+    """The byte-level BPE piece of one raw byte (GPT-2's byte table)."""
+    n = 0
+    for x in range(256):
+        printable = 33 <= x <= 126 or 0xA1 <= x <= 0xAC or 0xAE <= x <= 0xFF
+        if x == b:
+            return chr(x) if printable else chr(256 + n)
+        n += 0 if printable else 1
+
+
+def randomise_e2e(model, seed, eos_bias, tok):
+    """Small random weights and a bias towards tokens whose decoding matters: spaces before
+    punctuation (clean-up), special tokens (skipped), lone bytes of multi-byte sequences (invalid
+    UTF-8 once joined) and a likelier </s> (beams finish at several lengths)."""
+    randomise(model, seed, 0.0)
+    vocab = tok.get_vocab()
+    boosted = ["\u0120,", "\u0120!", "\u0120.", "'s", "n't", "<mask>", "<unk>", "\u0120the", "\u0120dog"]
+    boosted += [byte_piece(b) for b in (0xC1, 0xED, 0xA0, 0xF4, 0x90, 0xE2, 0x82)]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.mul_(0.5)
+        for piece in boosted:
+            if piece in vocab:
+                model.final_logits_bias[0, vocab[piece]] += 2.0
+        model.final_logits_bias[0, 2] += eos_bias
+
+
+def make_e2e(out: Path, tok, tok_dir: Path, index):
+    for mi, (name, eos_bias, layout, over, gen) in enumerate(E2E):
+        cfg = BartConfig(activation_function="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                         decoder_start_token_id=2, forced_eos_token_id=2, vocab_size=len(tok), **over)
+        model = BartForConditionalGeneration(cfg)
+        randomise_e2e(model, 300 + mi, eos_bias, tok)
+        model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                                                   decoder_start_token_id=2, **gen)
+        d = out / name
+        model.save_pretrained(str(d))
+        tok.save_pretrained(str(d))
+        if layout == "vocab.json+merges.txt":
+            for f in ("vocab.json", "merges.txt"):
+                (d / f).write_bytes((tok_dir / f).read_bytes())
+            (d / "tokenizer.json").unlink(missing_ok=True)
+        else:
+            for f in ("vocab.json", "merges.txt"):
+                (d / f).unlink(missing_ok=True)
+        index.setdefault("e2e", []).append({"name": name, "dir": name, "layout": layout,
+                                            "files": sorted(p.name for p in d.iterdir())})
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -191,6 +262,7 @@ def main():
         save_file(tensors, str(d / "golden.safetensors"))
         index["models"].append({"name": name, "dir": name, "config": over, "generations": gens,
                                 "has_tokenizer": mi == 0})
+    make_e2e(out, hf_tok, out / "tok", index)
     (out / "golden.json").write_text(json.dumps(index, indent=1, ensure_ascii=False))
     print(f"golden files in {out}")
 

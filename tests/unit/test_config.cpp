@@ -1,6 +1,8 @@
 // Config: precedence, base files, overrides, and every error kind.
 #include <catch2/catch.hpp>
 
+#include <set>
+
 #include "common/error.h"
 #include "config/config.h"
 #include "test_util.h"
@@ -202,4 +204,25 @@ TEST_CASE("the shipped configs load", "[config]") {
   CHECK(s2.train.steps == 60000);
   CHECK(s2.train.lr == 1e-5);
   CHECK(s2.model.experts == 3);
+}
+
+TEST_CASE("explicit keys: whatever a file, a base file or --set names, even at its default value", "[config]") {
+  TempDir d;
+  write_text(d / "base.yaml", "model:\n  dropout: 0.1\n");  // 0.1 is the default: still explicit
+  write_text(d / "main.yaml", "base: base.yaml\ndata:\n  dir: x\n");
+  auto c = load_config({(d / "main.yaml").string(), {"eval.num_beams=4"}});
+  CHECK(c.explicit_keys == std::set<std::string>{"model.dropout", "data.dir", "eval.num_beams"});
+  CHECK(c.is_explicit("model.dropout"));
+  CHECK_FALSE(c.is_explicit("model.d_model"));
+  CHECK(tlmoe::Config::defaults().explicit_keys.empty());
+}
+
+TEST_CASE("eval.beam_search, the former name of eval.semantics, still sets it", "[config]") {
+  TempDir d;
+  write_text(d / "old.yaml", "eval:\n  beam_search: current\n");
+  auto c = load_config({(d / "old.yaml").string(), {}});
+  CHECK(c.eval.semantics == "current");
+  CHECK(c.is_explicit("eval.semantics"));
+  CHECK(load_config({"", {"eval.beam_search=legacy"}}).eval.semantics == "legacy");
+  CHECK_THAT(config_error({"", {"eval.semantics=newest"}}), Catch::Contains("eval.semantics") && Catch::Contains("legacy, current"));
 }

@@ -17,3 +17,17 @@ TEST_CASE("split_list splits on commas and drops empty items", "[strings]") {
   CHECK(tlmoe::split_list(",x,") == std::vector<std::string>{"x"});
   CHECK(tlmoe::split_list("one") == std::vector<std::string>{"one"});
 }
+
+TEST_CASE("python_strip removes what Python's str.strip() removes, Unicode whitespace included", "[strings]") {
+  using tlmoe::python_strip;
+  CHECK(python_strip("  a b \t\n") == "a b");
+  CHECK(python_strip("\x1c\x1f" "x" "\x0b\x0c") == "x");                    // U+001C..1F, \v \f
+  CHECK(python_strip("\xc2\xa0" "x" "\xc2\x85") == "x");                     // U+00A0, U+0085
+  CHECK(python_strip("\xe3\x80\x80" "日本" "\xe2\x80\x83\xe2\x80\xa8") == "日本");  // U+3000, U+2003, U+2028
+  CHECK(python_strip("\xe2\x80\x8b" "x") == "\xe2\x80\x8b" "x");             // U+200B ZERO WIDTH SPACE is not
+  CHECK(python_strip("\xef\xbf\xbd ") == "\xef\xbf\xbd");                    // U+FFFD stays
+  CHECK(python_strip("\xa0" "x" "\xc2") == "\xa0" "x" "\xc2");               // stray bytes are not spaces
+  CHECK(python_strip(" \xe3\x80") == "\xe3\x80");  // a cut-off U+3000 is no space; the space before it goes
+  CHECK(python_strip("   ") == "");
+  CHECK(python_strip("") == "");
+}
