@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "hf_test_util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -27,18 +28,6 @@ const std::vector<std::string> kInputs = {
     "Hello , world ! don 't stop",  "Zürich, naïve café — 日本語 😀", "a <mask> b",
     "it's 3.14 isn't it?",          "we 're here . ok",              "x",
     "I 'm fine , thanks .",         "Привет , мир !"};
-
-int run_python(const std::string& args, std::string* output) {
-  const std::string cmd = "HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error '" +
-                          test::path_setting("TLMOE_TEST_PYTHON", TLMOE_PYTHON) + "' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int st = ::pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 // A CrossFit-layout data set: unseen task "probe" (k-shot files of seed 13, test = kInputs) and
 // upstream task "up" (full train/dev files), and a config that names only the data.
@@ -71,7 +60,7 @@ json transformers_predictions(const fs::path& model, const std::string& semantic
   for (const auto& in : kInputs) req["texts"].push_back(" [probe] " + in);
   test::write_text(work / "request.json", req.dump());
   std::string py;
-  const int rc = run_python("'" + (fs::path(test::source_dir()) / "tests/golden/hf_generate.py").string() + "' '" +
+  const int rc = tlmoe::test::run_python("'" + (fs::path(test::source_dir()) / "tests/golden/hf_generate.py").string() + "' '" +
                                 model.string() + "' '" + (work / "request.json").string() + "' '" +
                                 (work / "expected.json").string() + "'",
                             &py);

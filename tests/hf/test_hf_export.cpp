@@ -22,6 +22,7 @@
 #include "model/hf_bart.h"
 #include "model/load_model.h"
 #include "model/tlmoe_model.h"
+#include "hf_test_util.h"
 #include "test_util.h"
 #include "text/bart_bpe_tokenizer.h"
 #include "tiny_data.h"
@@ -94,17 +95,6 @@ Config hf_config(const test::Tiny& t, const fs::path& src = kGolden / "tiny_a") 
   c.train.eval_every = 4;
   c.train.select_by = "loss";  // no dev decoding: these tests are about weights, not scores
   return c;
-}
-
-int run_python(const std::string& args, std::string* output) {
-  const std::string cmd = std::string("'") + test::path_setting("TLMOE_TEST_PYTHON", TLMOE_PYTHON) + "' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int st = ::pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 }  // namespace
@@ -230,7 +220,7 @@ TEST_CASE("hf round trip: HF BART in, TL-MoE training, tlmoe export out, transfo
                                                       {"text_ids", text_ids}});
   test::write_text(out / "texts.json", json(texts).dump());
   std::string py;
-  const int rc = run_python("'" + (fs::path(test::source_dir()) / "tests/golden/check_export.py").string() + "' '" +
+  const int rc = tlmoe::test::run_python("'" + (fs::path(test::source_dir()) / "tests/golden/check_export.py").string() + "' '" +
                                 out.string() + "' '" + (out / "expected.safetensors").string() + "'",
                             &py);
   INFO(py);
@@ -393,7 +383,7 @@ TEST_CASE("hf export: CTranslate2 converts the export and decodes it as tlmoe do
   }
   test::write_text(out / "cases.json", json{{"inputs", inputs}, {"settings", settings}}.dump());
   std::string py;
-  const int rc = run_python("'" + (fs::path(test::source_dir()) / "tests/golden/check_ct2.py").string() + "' '" +
+  const int rc = tlmoe::test::run_python("'" + (fs::path(test::source_dir()) / "tests/golden/check_ct2.py").string() + "' '" +
                                 out.string() + "' '" + (out / "cases.json").string() + "' '" +
                                 (out / "ct2.json").string() + "'",
                             &py);

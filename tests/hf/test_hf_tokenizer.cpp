@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "hf_test_util.h"
 #include "test_util.h"
 #include "text/bart_bpe_tokenizer.h"
 
@@ -46,18 +47,6 @@ bool has_added_token(const BartBpeTokenizer& t, const Ids& ids) {
       if (p == w.get<std::string>()) return true;
   }
   return false;
-}
-
-int run_python(const std::string& args, std::string* output) {
-  const std::string cmd =
-      std::string("'") + tlmoe::test::path_setting("TLMOE_TEST_PYTHON", TLMOE_PYTHON) + "' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int st = ::pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 }  // namespace
@@ -195,7 +184,7 @@ TEST_CASE("hf tokenizer: save_hf_files is loaded by transformers 5.x and 4.46.3 
   tlmoe::test::write_text(tmp / "request.json", request.dump());
   std::string out;
   const std::string script = tlmoe::test::source_dir() + "/tests/golden/make_golden_tokenizers.py";
-  const int rc = run_python("'" + script + "' --check '" + tmp.path().string() + "'", &out);
+  const int rc = tlmoe::test::run_python("'" + script + "' --check '" + tmp.path().string() + "'", &out);
   INFO(out);
   REQUIRE(rc == 0);
   const json found = json::parse(tlmoe::test::read_text(tmp / "found.json"));
