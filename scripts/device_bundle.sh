@@ -109,9 +109,10 @@ EOF
 # What the tests read from the source tree, and the golden files (python of the main virtualenv).
 cp -r configs data "$out/src/"
 cp docs/config.md "$out/src/docs/"
-cp tests/golden/check_export.py "$out/src/tests/golden/"
+cp tests/golden/*.py "$out/src/tests/golden/"
 log "making the Hugging Face golden files with $main_py"
 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error OMP_NUM_THREADS=1 "$main_py" tests/golden/make_golden.py "$out/golden" >/dev/null
+HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error OMP_NUM_THREADS=1 "$main_py" tests/golden/make_golden_tokenizers.py "$out/golden/tokenizers" >/dev/null
 
 # The CPU suite as ctest sees it in the build (catch_discover_tests' names, timeouts, environment),
 # with the bundle's path left as @BUNDLE@ and the scratch folder as @WORK@ for run.sh.

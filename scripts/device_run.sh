@@ -147,7 +147,14 @@ step_cpu_suite() {
   mkdir -p "$work/ctest/run"
   sed -e "s|@BUNDLE@|$here|g" -e "s|@WORK@|$work/ctest/run|g" "$here/tests/CTestTestfile.cmake.in" \
     >"$work/ctest/CTestTestfile.cmake"
-  cd "$work/ctest" && ctest --output-on-failure --timeout 900 -j "$jobs" --output-junit "$steps/cpu_suite.junit.xml"
+  # Tests that run transformers / CTranslate2 at test time need them in TLMOE_TEST_PYTHON (the
+  # GPU image has neither): without them they are left out, and the log says so.
+  local exclude=()
+  if ! "$TLMOE_TEST_PYTHON" -c "import transformers, ctranslate2" >/dev/null 2>&1; then
+    echo "cpu_suite: $TLMOE_TEST_PYTHON has no transformers/ctranslate2: the Hugging Face tests that run them are left out"
+    exclude=(-E "hf cli|hf round trip|CTranslate2|save_hf_files")
+  fi
+  cd "$work/ctest" && ctest --output-on-failure --timeout 900 -j "$jobs" "${exclude[@]}" --output-junit "$steps/cpu_suite.junit.xml"
 }
 
 step_pipeline() {
