@@ -51,7 +51,7 @@ HfBart read_hf_bart_config(const fs::path& dir) {
   HfBart hf;
   hf.dir = dir;
   const fs::path cfile = dir / "config.json";
-  if (!fs::is_directory(dir)) throw DataError(dir.string(), 0, "not a directory (model.init_from = hf:DIR needs a Hugging Face model directory)");
+  if (!fs::is_directory(dir)) throw DataError(dir.string(), 0, "not a directory (hf:DIR, in model.init_from or --checkpoint, names a Hugging Face model directory)");
   hf.config = read_json(cfile);
   const json& c = hf.config;
   const std::string type = value_or<std::string>(c, "model_type", "");
