@@ -157,6 +157,7 @@ json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
   if (opts.checkpoint.empty()) throw UsageError("eval: a checkpoint is required (--checkpoint)");
   Session s = open_session(opts, log);
   const std::vector<std::string> tasks = tasks_to_evaluate(opts, s.splits);
+  for (const auto& t : tasks) task_row(s, opts, t);  // every task known before anything is decoded or written
   json summary = {{"kind", "eval"}, {"checkpoint", opts.checkpoint}, {"start", s.routed ? "tlmoe" : "vanilla"},
                   {"complete", false}, {"tasks", json::object()}, {"mean_over_tasks", nullptr},
                   {"generation", model::describe_generation(s.cfg)}};

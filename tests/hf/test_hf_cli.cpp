@@ -120,6 +120,12 @@ TEST_CASE("hf cli: an architecture the config contradicts is refused, lengths be
   r = test::run_tlmoe("eval --config " + cfg.string() + " --checkpoint hf:" + model.string() + " --tasks probe");
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("data.max_input_len: 512 capped at 80"));
+  // an unknown task among known ones: refused before anything is decoded or written
+  r = test::run_tlmoe("eval --config " + cfg.string() + " --checkpoint hf:" + model.string() + " --tasks probe,nosuch --out " +
+                      (t / "bad").string());
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("'nosuch'"));
+  CHECK_FALSE(fs::exists(t / "bad"));
   // explicit decoding keys win over generation_config.json
   r = test::run_tlmoe("eval --config " + cfg.string() + " --checkpoint hf:" + model.string() +
                       " --tasks probe --set eval.num_beams=1 --set eval.max_len=9");
