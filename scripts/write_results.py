@@ -78,19 +78,27 @@ def training(run_dir):
             if "dev_loss" in j:
                 evals.append(j)
         meta = json.loads((run_dir / name / "best" / "meta.json").read_text())
-        runs[name] = (evals, meta["trainer"])
-    out = ["| run | steps | best step | best dev score | dev loss at best |", "|---|---:|---:|---:|---:|"]
-    for name, (evals, t) in runs.items():
+        health_file = run_dir / name / "health.json"
+        health = json.loads(health_file.read_text()) if health_file.exists() else {}
+        runs[name] = (evals, meta["trainer"], health)
+    out = ["| run | steps | best step | best dev score | dev loss at best | health | last-half change |",
+           "|---|---:|---:|---:|---:|---|---:|"]
+    for name, (evals, t, health) in runs.items():
         at_best = next((e for e in evals if e["step"] == t["best_step"]), {})
+        change = health.get("trend", {}).get("change")
         out.append(f"| {name} | {evals[-1]['step'] if evals else 0} | {t['best_step']} | "
-                   f"{fmt(t.get('best_dev_score'))} | {fmt(at_best.get('dev_loss'))} |")
+                   f"{fmt(t.get('best_dev_score'))} | {fmt(at_best.get('dev_loss'))} | "
+                   f"{health.get('verdict', 'n/a')} | {'n/a' if change is None else f'{100 * change:+.1f}%'} |")
+    notes = [f"- {name}: {m}" for name, (_, _, h) in runs.items() for m in h.get("messages", [])]
+    if notes:
+        out += ["", "Training health (docs/train.md, Training health; from each run's health.json):", ""] + notes
     out += ["", "Dev score (mean over the upstream tasks' dev files) and dev loss at every evaluation:", ""]
-    steps = sorted({e["step"] for evals, _ in runs.values() for e in evals})
+    steps = sorted({e["step"] for evals, _, _ in runs.values() for e in evals})
     out.append("| step | " + " | ".join(f"{n} dev score | {n} dev loss" for n in runs) + " |")
     out.append("|---:|" + "---:|---:|" * len(runs))
     for s in steps:
         cells = []
-        for evals, _ in runs.values():
+        for evals, _, _ in runs.values():
             e = next((e for e in evals if e["step"] == s), {})
             cells += [fmt(e.get("dev_score")), fmt(e.get("dev_loss"))]
         out.append(f"| {s} | " + " | ".join(cells) + " |")

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <regex>
 #include <set>
 #include <algorithm>
 #include <cstdio>
@@ -78,6 +79,25 @@ std::string fmt_pct(double v) {
   return b;
 }
 
+// The warnings a summary carries about its upstream model (training health), one line per run
+// that has any; such runs are marked "(!)" in the table.
+std::string health_notes(const std::vector<std::string>& names, const std::vector<json>& sums) {
+  std::string notes;
+  for (size_t i = 0; i < sums.size(); ++i) {
+    const json h = sums[i].value("upstream_health", json(nullptr));
+    if (!h.is_object() || h.value("warnings", json::array()).empty()) continue;
+    notes += "(!) " + names[i] + ":";
+    for (const auto& w : h["warnings"]) notes += " " + w.get<std::string>() + ";";
+    notes.back() = '\n';
+  }
+  return notes;
+}
+
+bool has_health_warnings(const json& summary) {
+  const json h = summary.value("upstream_health", json(nullptr));
+  return h.is_object() && !h.value("warnings", json::array()).empty();
+}
+
 // `tlmoe eval table NAME=DIR...`: the runs side by side per task, then ARG for pairs of them.
 void run_table(const std::vector<std::string>& runs, const std::string& pairs_arg, const std::string& markdown,
                const metrics::CompareOptions& co) {
@@ -118,7 +138,8 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   std::snprintf(buf, sizeof buf, "%-26s %-20s", "task", "metric");
   txt << buf;
   md << "| task | metric |";
-  for (const auto& n : names) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string n = names[i] + (has_health_warnings(sums[i]) ? " (!)" : "");
     std::snprintf(buf, sizeof buf, " %12s", n.c_str());
     txt << buf;
     md << " " << n << " |";
@@ -173,6 +194,9 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   }
   txt << "(flagged tasks have a base score near zero, negative or NaN: their relative gain is not meaningful; "
          "`tlmoe eval compare A B` lists them)\n";
+  const std::string notes = health_notes(names, sums);
+  txt << notes;
+  if (!notes.empty()) md << "\n" << std::regex_replace(notes, std::regex("\n"), "  \n");
   std::cout << txt.str();
   if (!markdown.empty()) io::write_file_atomic(markdown, md.str());
 }
@@ -224,7 +248,8 @@ void setup_eval(CLI::App& app) {
   compare->callback([o] {
     auto a = read_scores(o->run_a), b = read_scores(o->run_b);
     auto c = metrics::compare_runs(a, b, o->co);
-    std::cout << metrics::format_comparison(c, o->run_a, o->run_b);
+    std::cout << metrics::format_comparison(c, o->run_a, o->run_b)
+              << health_notes({o->run_a, o->run_b}, {read_summary(o->run_a), read_summary(o->run_b)});
     if (!o->json_out.empty())
       io::write_file_atomic(o->json_out, metrics::comparison_to_json(c, o->run_a, o->run_b).dump(1) + "\n");
   });

@@ -79,7 +79,8 @@ void Sweep::write_outputs() {
                      {"mode", routed_ ? cfg_.adapt.mode : "none"}, {"complete", complete}, {"tasks", tasks},
                      {"mean_over_tasks", n_tasks ? json(sum / static_cast<double>(n_tasks)) : json(nullptr)},
                      {"grid", {{"lrs", cfg_.adapt.lrs}, {"batch_sizes", cfg_.adapt.batch_sizes},
-                               {"steps", cfg_.adapt.steps}, {"eval_every", cfg_.adapt.eval_every}}}};
+                               {"steps", cfg_.adapt.steps}, {"eval_every", cfg_.adapt.eval_every}}},
+                     {"upstream_health", upstream_health_}};
   result_.complete = complete;
   if (!lead_) return;
   io::write_file_atomic(out_ / "results.csv", results_csv(result_.rows));

@@ -11,6 +11,7 @@
 #include "data/layout.h"
 #include "data/preprocess.h"
 #include "io/atomic_file.h"
+#include "metrics/health.h"
 #include "kernels/device.h"
 #include "model/load_model.h"
 #include "train/model_init.h"
@@ -109,6 +110,7 @@ AdaptResult Sweep::run() {
   if (opts_.out_dir.empty()) throw UsageError("adapt: an output directory is required (--out)");
   out_ = opts_.out_dir;
   open();
+  upstream_health_ = metrics::report_upstream_health(opts_.checkpoint, *log_);
   resume();
   fixed_routes();
   plan_points();

@@ -163,6 +163,7 @@ class Sweep {
   std::string kept_;
   // fixed routes (one row per task) and what summary.json says of them
   nlohmann::json route_info_ = nlohmann::json::object();
+  nlohmann::json upstream_health_;  // metrics::report_upstream_health of the starting checkpoint
   std::vector<std::vector<model::LayerRoute>> task_route_;
   // settings of every grid point
   model::GenerationOptions gen_;

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "analysis/analysis_run.h"
+#include "metrics/health.h"
 #include "analysis/plot.h"
 #include "common/error.h"
 #include "data/task_meta.h"
@@ -303,6 +304,7 @@ void Analysis::load_routes() {
   stats["tasks"] = {{"total", n}, {"seen", count_part("seen")}, {"dev", count_part("dev")},
                     {"unseen", count_part("unseen")}};
   stats["category_source"] = meta0.category_source;
+  stats["upstream_health"] = ojson::parse(metrics::report_upstream_health(o.checkpoint, log).dump());
   log << "analyze-routes: " << n << " tasks, " << rl.names.size() << " routed layers x " << E << " experts, step "
       << lm.step << ", tau " << fmt(lm.tau) << "\n";
 }

@@ -74,7 +74,14 @@ std::string Analysis::summary_text() {
 
 void Analysis::write_report(const std::string& summary) {
   std::ostringstream r;
-  r << "# Routing analysis of `" << o.checkpoint << "`\n\n" << summary << "\n\n";
+  r << "# Routing analysis of `" << o.checkpoint << "`\n\n";
+  const auto& health = stats["upstream_health"];
+  if (health.is_object() && !health["warnings"].empty()) {
+    r << "> **Caution: the routes below come from an unhealthy model**, so what they show may be noise:\n";
+    for (const auto& w : health["warnings"]) r << "> - " << w.get<std::string>() << "\n";
+    r << "> (training health: " << health.value("source", std::string()) << ")\n\n";
+  }
+  r << summary << "\n\n";
   r << "Checkpoint step " << lm.step << ", routing temperature tau = " << fmt(lm.tau) << ", selection "
     << stats["selection"].get<std::string>() << "; categories: " << meta0.category_source << ". Statistics use "
     << "the categorised tasks: the hard choice (argmax) for the association tests, the tau = 1 route vectors "

@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include <cstdio>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -323,6 +324,30 @@ std::string config_reference_markdown() {
 std::string splits_path(const Config& cfg) { return resolve_under_dir(cfg, cfg.data.splits, "splits.json"); }
 std::string tasks_path(const Config& cfg) { return resolve_under_dir(cfg, cfg.data.tasks, "tasks.json"); }
 std::string ontology_path(const Config& cfg) { return resolve_under_dir(cfg, cfg.data.ontology, "ontology.json"); }
-std::string cache_dir(const Config& cfg) { return resolve_under_dir(cfg, cfg.data.cache_dir, ".tlmoe-cache"); }
+namespace {
+
+std::string short_hash(const std::string& s) {  // FNV-1a 64, first 6 hex digits: names, not security
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return std::string(buf, 6);
+}
+
+}  // namespace
+
+std::string cache_variant(const Config& cfg) {
+  const auto& t = cfg.tokenizer;
+  if (t.kind == "bart-bpe") return "bpe-" + short_hash(t.model.empty() ? cfg.model.init_from : t.model);
+  if (!t.model.empty()) return "spm-given-" + short_hash(t.model);
+  std::ostringstream opts;
+  opts << t.model_type << "|" << t.character_coverage << "|" << t.max_train_lines << "|" << cfg.data.task_prefix;
+  return "spm-" + cfg.data.upstream_source + "-" + std::to_string(t.vocab_size) + "-" + short_hash(opts.str());
+}
+
+std::string cache_dir(const Config& cfg) {
+  if (!cfg.data.cache_dir.empty()) return resolve_under_dir(cfg, cfg.data.cache_dir, ".tlmoe-cache");
+  return (std::filesystem::path(resolve_under_dir(cfg, "", ".tlmoe-cache")) / cache_variant(cfg)).string();
+}
 
 }  // namespace tlmoe

@@ -20,7 +20,7 @@ struct DataConfig {
   std::string splits;             // split json (all/train/dev/test); "" = {dir}/splits.json
   std::string tasks;              // tasks.json; "" = {dir}/tasks.json
   std::string ontology;           // ontology.json; "" = {dir}/ontology.json
-  std::string cache_dir;          // preprocess output; "" = {dir}/.tlmoe-cache
+  std::string cache_dir;          // preprocess output; "" = {dir}/.tlmoe-cache/{cache_variant}
   std::string upstream_source;    // kshot | full
   std::int64_t max_input_len;
   std::int64_t max_output_len;
@@ -110,6 +110,9 @@ struct TrainConfig {
   std::int64_t save_every;
   std::string select_by;          // score | loss
   std::int64_t eval_max_examples; // per dev task, 0 = all
+  bool diagnostics;               // decode the dev sets at every evaluation and check for collapse
+  double collapse_threshold;      // share of one prediction above which a dev task has collapsed
+  double plateau_tolerance;       // converged: the last half of training improved the best by less
   std::int64_t log_every;
   std::int64_t seed;
 };
@@ -213,6 +216,12 @@ std::vector<std::string> config_keys();
 std::string splits_path(const Config& cfg);
 std::string tasks_path(const Config& cfg);
 std::string ontology_path(const Config& cfg);
+// The preprocess output: data.cache_dir, or {data.dir}/.tlmoe-cache/{cache_variant(cfg)}, so that
+// runs whose tokenizers differ (another upstream_source, vocabulary size, ...) never share or
+// rebuild each other's tokenizer, token caches and task representations.
 std::string cache_dir(const Config& cfg);
+// The tokenizer's identity in a directory name: spm-{upstream_source}-{vocab_size}-{hash of the other
+// tokenizer options}, spm-given-{hash of tokenizer.model}, or bpe-{hash of the tokenizer directory}.
+std::string cache_variant(const Config& cfg);
 
 }  // namespace tlmoe

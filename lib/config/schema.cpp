@@ -242,7 +242,7 @@ void declare_data(Declarer& d) {
   d.add<S>("data.ontology", TLMOE_GET(data.ontology), "", "analyze-routes",
            "Ontology json (category -> sub-category -> tasks). Empty: {data.dir}/ontology.json.");
   d.add<S>("data.cache_dir", TLMOE_GET(data.cache_dir), "", pre,
-           "Where preprocess writes the tokenizer, token caches and task representations. Empty: {data.dir}/.tlmoe-cache.");
+           "Where preprocess writes the tokenizer, token caches and task representations. Empty: {data.dir}/.tlmoe-cache/{variant}, one per tokenizer (spm-{upstream_source}-{vocab_size}-{hash of the other tokenizer options}), so runs with other tokenizers never rebuild each other's.");
   d.add<S>("data.upstream_source", TLMOE_GET(data.upstream_source), "kshot", pre,
            "Upstream training examples: 'kshot' = the union of every k-shot train file (the TL-MoE reference); 'kshot_train_dev' = train and dev files (CrossFit's multi-task baseline); 'full' = {task}_full_train.tsv files (the embedded gym ships them).",
            one_of({"kshot", "kshot_train_dev", "full"}));
@@ -378,6 +378,14 @@ void declare_training(Declarer& d) {
            one_of({"score", "loss"}));
   d.add<I>("train.eval_max_examples", TLMOE_GET(train.eval_max_examples), 0, trn,
            "Dev examples per task decoded for the dev score (the first N of each task's dev file; 0 = all).", range(0, 1e12));
+  d.add<bool>("train.diagnostics", TLMOE_GET(train.diagnostics), true, trn,
+              "Decode the dev tasks at every evaluation (also with select_by = loss) and report prediction collapse and convergence (docs/train.md, Training health).");
+  d.add<double>("train.collapse_threshold", TLMOE_GET(train.collapse_threshold), 0.8, trn,
+                "A dev task has collapsed when more than this share of its predictions is one answer while its gold answers are not.",
+                Check{0.0, 1.0, {}});
+  d.add<double>("train.plateau_tolerance", TLMOE_GET(train.plateau_tolerance), 0.05, trn,
+                "A run has converged when the best dev score (or loss) of the last half of training improves on the first half's best by less than this share.",
+                Check{0.0, 10.0, {}});
   d.add<I>("train.log_every", TLMOE_GET(train.log_every), 10, trn, "Write a metrics.jsonl line every N steps.", range(1, 1e12));
   d.add<I>("train.seed", TLMOE_GET(train.seed), 42, trn, "Random seed of initialisation, data order, dropout and gumbel noise.", range(0, 4294967295.0));
 }

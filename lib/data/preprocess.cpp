@@ -205,7 +205,16 @@ std::unique_ptr<text::SentencePieceTokenizer> reusable_tokenizer(const fs::path&
   if (!fs::exists(model, ec) || !fs::exists(sidecar, ec)) return nullptr;
   try {
     const json side = json::parse(io::read_file(sidecar));
-    if (side.at("identity") != identity) return nullptr;
+    if (side.at("identity") != identity) {
+      std::string changed;
+      for (const auto& [k, v] : identity.items())
+        if (!side.at("identity").contains(k) || side.at("identity").at(k) != v) changed += (changed.empty() ? "" : ", ") + k;
+      log << "warning: tokenizer: " << model.string() << " was trained with other " << changed
+          << "; retraining it in place, so checkpoints trained with the previous one (fingerprint "
+          << side.value("fingerprint", std::string("?")) << ") no longer match this cache (data.cache_dir is shared; "
+          << "leave it empty to keep one cache per tokenizer)\n";
+      return nullptr;
+    }
     auto tok = text::SentencePieceTokenizer::load(model);
     if (tok->fingerprint() != side.at("fingerprint").get<std::string>()) {
       log << "tokenizer: " << model.string() << " differs from its sidecar; retraining\n";

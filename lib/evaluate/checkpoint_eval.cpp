@@ -12,6 +12,7 @@
 #include "data/preprocess.h"
 #include "data/task_meta.h"
 #include "io/atomic_file.h"
+#include "metrics/health.h"
 #include "evaluate/predict.h"
 #include "train/upstream_data.h"
 #include "common/device.h"
@@ -160,7 +161,8 @@ json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
   for (const auto& t : tasks) task_row(s, opts, t);  // every task known before anything is decoded or written
   json summary = {{"kind", "eval"}, {"checkpoint", opts.checkpoint}, {"start", s.routed ? "tlmoe" : "vanilla"},
                   {"complete", false}, {"tasks", json::object()}, {"mean_over_tasks", nullptr},
-                  {"generation", model::describe_generation(s.cfg)}};
+                  {"generation", model::describe_generation(s.cfg)},
+                  {"upstream_health", metrics::report_upstream_health(opts.checkpoint, log)}};
   double sum = 0;
   int64_t n = 0;
   auto write = [&] {

@@ -12,7 +12,7 @@ using nlohmann::json;
 namespace tlmoe::evaluate {
 
 EvalSet load_eval_set(const fs::path& cache_dir, const json& file, const std::string& task, int64_t task_id,
-                      const std::string& metric, int64_t max_examples) {
+                      const std::string& metric, int64_t max_examples, int64_t first) {
   EvalSet s;
   s.task = task;
   s.metric = metric;
@@ -24,9 +24,10 @@ EvalSet load_eval_set(const fs::path& cache_dir, const json& file, const std::st
     throw DataError(cache.string(), 0,
                     "token cache has " + std::to_string(c.examples.size()) + " examples but " + s.source + " has " +
                         std::to_string(rows.size()) + "; run `tlmoe preprocess` to rebuild it");
+  const size_t begin = std::min(rows.size(), static_cast<size_t>(std::max<int64_t>(first, 0)));
   size_t n = rows.size();
-  if (max_examples > 0) n = std::min(n, static_cast<size_t>(max_examples));
-  for (size_t i = 0; i < n; ++i) {
+  if (max_examples > 0) n = std::min(n, begin + static_cast<size_t>(max_examples));
+  for (size_t i = begin; i < n; ++i) {
     data::Example x;
     x.task_id = task_id;
     x.input = std::move(c.examples[i].input_ids);

@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "common/error.h"
 #include "data/preprocess.h"
 #include "data/task_meta.h"
+#include "data/token_cache.h"
 #include "evaluate/predict.h"
+#include "metrics/spread.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -109,7 +112,8 @@ json routes_json(model::TLMoEModel& m, const std::vector<std::string>& tasks, do
 }
 
 // The dev files the generation-based score decodes (docs/method.md §6.7, §13.9): per upstream task its
-// {task}_full_dev.tsv (data.upstream_source = full) or its first k-shot split's dev file.
+// {task}_full_dev.tsv (data.upstream_source = full; without one, the held-out tail of its full train
+// file) or its first k-shot split's dev file.
 std::vector<evaluate::EvalSet> upstream_dev_sets(const Config& cfg, const UpstreamData& data) {
   const json man = data::read_preprocess_manifest(cfg);
   const auto metrics = data::task_metrics(man.at("tasks_file").get<std::string>());
@@ -117,9 +121,11 @@ std::vector<evaluate::EvalSet> upstream_dev_sets(const Config& cfg, const Upstre
   std::vector<evaluate::EvalSet> sets;
   for (const auto& task : data.upstream) {
     const int64_t id = std::lower_bound(data.task_names.begin(), data.task_names.end(), task) - data.task_names.begin();
+    const auto held = data.held_out.find(task);  // no full dev file: the held-out tail of the full train file
+    const std::string split = held != data.held_out.end() ? "train" : "dev";
     const json* pick = nullptr;
     for (const json& f : man.at("tasks").at(task).at("files")) {
-      if (f.at("split") != "dev") continue;
+      if (f.at("split") != split) continue;
       const bool full = f.at("kind") == "full";
       if (cfg.data.upstream_source == "full" ? full : !full) {
         if (!pick || (!full && f.value("prefix", "") < pick->value("prefix", ""))) pick = &f;
@@ -128,7 +134,9 @@ std::vector<evaluate::EvalSet> upstream_dev_sets(const Config& cfg, const Upstre
     if (!pick) continue;  // load_upstream_data already insists on train files; a task without dev is skipped
     auto it = metrics.find(task);
     if (it == metrics.end()) throw DataError(man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + task + "'");
-    sets.push_back(evaluate::load_eval_set(cache, *pick, task, id, it->second, cfg.train.eval_max_examples));
+    int64_t first = 0;
+    if (held != data.held_out.end()) first = data::read_token_cache(cache / pick->at("cache").get<std::string>()).examples.size() - held->second;
+    sets.push_back(evaluate::load_eval_set(cache, *pick, task, id, it->second, cfg.train.eval_max_examples, first));
   }
   return sets;
 }
@@ -144,26 +152,40 @@ DevScore dev_score(model::TLMoEModel& m, const std::vector<evaluate::EvalSet>& s
   const auto mo = evaluate::metric_options(cfg);
   const evaluate::RouteFn routes = evaluate::model_routes(m, tau, static_cast<uint64_t>(cfg.train.seed));
   const int64_t n = static_cast<int64_t>(sets.size());
-  auto scores = torch::zeros({2, n}, torch::kDouble);  // [0]: score (0 when NaN), [1]: 1 when finite
+  // rows: score (0 when NaN), 1 when finite, top share, distinct, gold top share, collapsed, examples
+  auto rows = torch::zeros({7, n}, torch::kDouble);
+  std::map<int64_t, std::string> top;
   for (int64_t i = comm.rank(); i < n; i += comm.size()) {
     auto preds = evaluate::predict(*m, sets[i].examples, routes, tok, g, cfg.eval.batch_size, dev);
     auto sc = evaluate::score_predictions(sets[i], preds, mo);
-    if (std::isfinite(sc.score)) scores[0][i] = sc.score, scores[1][i] = 1.0;
+    if (std::isfinite(sc.score)) rows[0][i] = sc.score, rows[1][i] = 1.0;
+    const auto sp = metrics::prediction_spread(preds, sets[i].golds, cfg.train.collapse_threshold);
+    rows[2][i] = sp.top_share, rows[3][i] = static_cast<double>(sp.distinct), rows[4][i] = sp.gold_top_share;
+    rows[5][i] = sp.collapsed ? 1.0 : 0.0, rows[6][i] = static_cast<double>(sp.examples);
+    top[i] = sp.top_prediction;
   }
   if (comm.size() > 1) {
-    std::vector<torch::Tensor> v = {scores};
+    std::vector<torch::Tensor> v = {rows};
     comm.all_reduce_sum(v);
   }
-  double sum = 0;
-  auto a = scores.accessor<double, 2>();
+  double sum = 0, top_sum = 0;
+  auto a = rows.accessor<double, 2>();
   for (int64_t i = 0; i < n; ++i) {
     const bool finite = a[1][i] > 0.5;
     if (finite) sum += a[0][i];
     else ++d.nan_tasks;
     d.per_task[sets[i].task] = finite ? json(a[0][i]) : json(nullptr);
+    json sp = {{"top_share", a[2][i]}, {"distinct", std::llround(a[3][i])}, {"gold_top_share", a[4][i]},
+               {"collapsed", a[5][i] > 0.5}, {"examples", std::llround(a[6][i])}};
+    if (top.count(i)) sp["top"] = top[i];
+    d.spread[sets[i].task] = sp;
+    if (a[5][i] > 0.5) d.collapsed.push_back(sets[i].task);
+    top_sum += a[2][i];
   }
+  std::sort(d.collapsed.begin(), d.collapsed.end());
   m->train();
   d.mean = sum / static_cast<double>(sets.size());
+  d.mean_top_share = top_sum / static_cast<double>(sets.size());
   return d;
 }
 

@@ -40,10 +40,16 @@ struct DevScore {
   double mean = NAN;
   int64_t nan_tasks = 0;
   nlohmann::json per_task = nlohmann::json::object();
+  // Per task: {"top_share", "distinct", "gold_top_share", "collapsed", "examples", "top"} of its
+  // predictions (metrics::prediction_spread; "top" only for the tasks rank 0 decoded).
+  nlohmann::json spread = nlohmann::json::object();
+  std::vector<std::string> collapsed;  // tasks whose predictions collapsed, sorted
+  double mean_top_share = NAN;         // mean over the dev tasks of the most frequent prediction's share
 };
 
-// Mean over the dev tasks of their metric (NaN scores count as 0 and are counted). With several
-// ranks, rank r decodes tasks r, r + W, ... and the per-task scores are all-reduced.
+// Mean over the dev tasks of their metric (NaN scores count as 0 and are counted), with the spread
+// of each task's predictions (collapse: train.collapse_threshold). With several ranks, rank r
+// decodes tasks r, r + W, ... and the per-task numbers are all-reduced.
 DevScore dev_score(model::TLMoEModel& m, const std::vector<evaluate::EvalSet>& sets, const text::Tokenizer& tok,
                    const Config& cfg, const UpstreamData& data, double tau, const torch::Device& dev,
                    dist::Communicator& comm);

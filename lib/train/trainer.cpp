@@ -17,6 +17,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "kernels/device.h"
+#include "metrics/health.h"
 #include "model/tlmoe_model.h"
 #include "train/dev_eval.h"
 #include "train/loss.h"
@@ -109,6 +110,9 @@ class Run {
   void reduce_over_ranks(StepStats& st);
   void log_step(const StepStats& st, double grad_norm, double mult, double per_token);
   void evaluate_and_save();
+  void record_dev_score(const DevScore& score, json& line, std::ostringstream& msg);
+  void finish_health();
+  nlohmann::json health() const;
   void save(const fs::path& dir);
   double tau_at(int64_t s) const {
     return model::temperature_at(s, cfg_.routing.tau0, cfg_.routing.tau_min, cfg_.routing.anneal_rate);
@@ -140,6 +144,7 @@ class Run {
   std::vector<data::Batch> dev_batches_;
   bool by_score_ = false;
   std::vector<evaluate::EvalSet> dev_sets_;
+  std::vector<json> evals_;  // the dev evaluations so far (metrics.jsonl's dev lines), for the health summary
   std::unique_ptr<text::Tokenizer> tok_;
   // state
   int64_t step_ = 0;
@@ -189,6 +194,7 @@ TrainResult Run::go() {
   }
   bar_->finish();
   if (last_saved_ != step_) save(run_ / "last");  // the state to resume from (also after stop_after)
+  finish_health();
   result_.step = step_;
   result_.best_dev_loss = best_dev_;
   result_.best_dev_score = best_score_;
@@ -269,7 +275,10 @@ void Run::set_up_optimisation() {
   batcher_.emplace(data_.train, bo);
   dev_batches_ = data::eval_batches(data_.dev, cfg_.eval.batch_size, pad_, start_id_);
   by_score_ = cfg_.train.select_by == "score";
-  if (by_score_) {
+  if (dev_batches_.empty())
+    *log_ << "warning: no dev examples, so the dev loss and dev score are n/a and best/ is the last evaluation; "
+             "give the upstream tasks dev files (docs/train.md, Dev data)\n";
+  if (by_score_ || cfg_.train.diagnostics) {
     dev_sets_ = upstream_dev_sets(cfg_, data_);
     tok_ = data::load_tokenizer(cfg_);
     int64_t n = 0;
@@ -297,6 +306,8 @@ void Run::restore() {
   best_dev_ = t.value("best_dev_loss", INFINITY);
   best_score_ = t.contains("best_dev_score") && t["best_dev_score"].is_number() ? t["best_dev_score"].get<double>() : -INFINITY;
   best_step_ = t.value("best_step", 0);
+  for (auto& e : metrics::read_dev_evaluations(run_ / "metrics.jsonl"))
+    if (e.at("step").get<int64_t>() <= step_) evals_.push_back(std::move(e));
   batcher_->seek(t.at("epoch").get<int64_t>(), t.at("position").get<int64_t>());
   auto it = ck.optimizer.find("rng.cpu");
   if (it == ck.optimizer.end()) throw DataError((run_ / "last").string(), 0, "checkpoint has no RNG state");
@@ -461,27 +472,27 @@ void Run::log_step(const StepStats& st, double grad_norm, double mult, double pe
 void Run::evaluate_and_save() {
   const double dev_loss = eval_loss(m_, dev_batches_, lo_, tau_at(step_), dev_, *comm_);
   json line = {{"step", step_}, {"dev_loss", dev_loss}};
+  std::ostringstream msg;
+  msg << "step " << step_ << ": dev loss " << (std::isfinite(dev_loss) ? std::to_string(dev_loss) : "n/a (no dev examples)");
   DevScore score;
-  if (by_score_) {
+  if (!dev_sets_.empty()) {
     const auto t_score = std::chrono::steady_clock::now();
     score = dev_score(m_, dev_sets_, *tok_, cfg_, data_, tau_at(step_), dev_, *comm_);
-    line["dev_score"] = score.mean;
     line["dev_score_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_score).count();
-    line["dev_score_nan_tasks"] = score.nan_tasks;
-    line["dev_task_scores"] = score.per_task;
+    record_dev_score(score, line, msg);
   }
   if (lead_) metrics_->write(line);
+  evals_.push_back(line);
   if (lead_ && m_->options().experts > 1) {
     char name[32];
     std::snprintf(name, sizeof name, "step_%07lld.json", static_cast<long long>(step_));
     io::write_file_atomic(run_ / "routes" / name, routes_json(m_, data_.task_names, tau_at(step_), step_).dump() + "\n");
   }
-  std::ostringstream msg;
-  msg << "step " << step_ << ": dev loss " << dev_loss;
-  if (by_score_) msg << ", dev score " << score.mean;
-  const bool better = by_score_ ? score.mean > best_score_ : dev_loss < best_dev_;
-  best_dev_ = std::min(best_dev_, dev_loss);
-  if (by_score_ && score.mean > best_score_) best_score_ = score.mean;
+  // by score where there is one, else by loss; with neither (no dev data) every evaluation is the best
+  const bool score_ok = by_score_ && std::isfinite(score.mean), loss_ok = std::isfinite(dev_loss);
+  const bool better = score_ok ? score.mean > best_score_ : loss_ok ? dev_loss < best_dev_ : true;
+  if (loss_ok) best_dev_ = std::min(best_dev_, dev_loss);
+  if (score_ok && score.mean > best_score_) best_score_ = score.mean;
   if (better) {
     best_step_ = step_;
     save(run_ / "best");
@@ -490,6 +501,52 @@ void Run::evaluate_and_save() {
   bar_->message(msg.str());
   save(run_ / "last");
   last_saved_ = step_;
+}
+
+// The dev score, the spread of the predictions and a warning for collapsed tasks, into the
+// metrics line and the progress message.
+void Run::record_dev_score(const DevScore& score, json& line, std::ostringstream& msg) {
+  line["dev_score"] = score.mean;
+  line["dev_score_nan_tasks"] = score.nan_tasks;
+  line["dev_task_scores"] = score.per_task;
+  line["dev_top_share"] = score.mean_top_share;
+  line["dev_task_spread"] = score.spread;
+  line["collapsed_tasks"] = score.collapsed;
+  msg << ", dev score " << score.mean << ", most frequent prediction " << std::lround(100 * score.mean_top_share)
+      << "% of a task's (mean)";
+  if (score.collapsed.empty()) return;
+  std::ostringstream w;
+  w << "predictions collapsed on " << score.collapsed.size() << " of " << dev_sets_.size() << " dev tasks:";
+  size_t shown = 0;
+  for (const auto& t : score.collapsed) {
+    if (shown++ == 4) { w << " …"; break; }
+    const json& sp = score.spread.at(t);
+    w << " " << t << " (" << std::lround(100 * sp.at("top_share").get<double>()) << "%";
+    if (sp.contains("top")) w << " '" << sp.at("top").get<std::string>() << "'";
+    w << ", gold " << std::lround(100 * sp.at("gold_top_share").get<double>()) << "%)";
+  }
+  line["warnings"] = json::array({w.str()});
+  msg << "\nwarning: step " << step_ << ": " << w.str();
+}
+
+json Run::health() const {
+  metrics::HealthOptions ho;
+  ho.plateau_tolerance = cfg_.train.plateau_tolerance;
+  ho.final_step = total_;
+  return metrics::assess_health(evals_, ho);
+}
+
+// {run}/health.json and the summary at the end of the log (docs/train.md, Training health).
+void Run::finish_health() {
+  if (!lead_) return;
+  json h = health();
+  h["step"] = step_;
+  h["final"] = step_ >= total_;
+  io::write_file_atomic(run_ / "health.json", h.dump(1) + "\n");
+  *log_ << "health: " << h.at("verdict").get<std::string>() << (step_ < total_ ? " (so far: stopped before train.steps)" : "")
+        << " (" << (run_ / "health.json").string() << ")\n";
+  for (const auto& m : h.at("messages")) *log_ << "  " << m.get<std::string>() << "\n";
+  result_.health = h;
 }
 
 void Run::save(const fs::path& dir) {
@@ -504,6 +561,7 @@ void Run::save(const fs::path& dir) {
   ck.meta["tokenizer_model"] = data_.tokenizer_model;
   ck.meta["config"] = to_yaml(cfg_);
   if (!hf_source_.is_null()) ck.meta["hf_source"] = hf_source_;
+  ck.meta["health"] = health();  // as of this checkpoint's evaluation
   ck.meta["trainer"] = {{"step", step_},         {"epoch", batcher_->epoch()}, {"position", batcher_->position()},
                         {"best_dev_loss", best_dev_}, {"best_step", best_step_},
                         {"best_dev_score", std::isfinite(best_score_) ? json(best_score_) : json(nullptr)},

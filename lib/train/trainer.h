@@ -1,6 +1,7 @@
 // Upstream multi-task training (docs/method.md §6): the loop, evaluation, checkpoints, resume, logging.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@ struct TrainResult {
   double best_dev_score = 0;         // highest generation dev score (train.select_by = score; else -inf)
   int64_t best_step = 0;
   bool stopped_early = false;        // stop_after reached before train.steps
+  nlohmann::json health;             // metrics::assess_health of the dev evaluations ({run}/health.json)
 };
 
 // Trains per cfg. Throws InputError for bad data/config/checkpoints, std::runtime_error for

@@ -19,19 +19,26 @@ namespace tlmoe::train {
 
 namespace {
 
-void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_id) {
+// Examples [begin, end) of a token cache (end < 0: to the end).
+void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_id, int64_t begin = 0,
+            int64_t end = -1) {
   data::TokenCache c = data::read_token_cache(file);
-  out.reserve(out.size() + c.examples.size());
-  for (auto& e : c.examples) {
+  const auto n = static_cast<int64_t>(c.examples.size());
+  if (end < 0 || end > n) end = n;
+  for (int64_t i = begin; i < end; ++i) {
     data::Example x;
     x.task_id = task_id;
-    x.input = std::move(e.input_ids);
-    x.outputs = std::move(e.output_ids);
+    x.input = std::move(c.examples[i].input_ids);
+    x.outputs = std::move(c.examples[i].output_ids);
     out.push_back(std::move(x));
   }
 }
 
+int64_t cache_size(const fs::path& file) { return static_cast<int64_t>(data::read_token_cache(file).examples.size()); }
+
 }  // namespace
+
+int64_t held_out_size(int64_t n) { return n < 2 ? 0 : std::clamp<int64_t>(n / 10, 1, 500); }
 
 UpstreamData load_upstream_data(const Config& cfg, std::ostream& log) {
   std::ostringstream quiet;  // the full table is `tlmoe preprocess`'s job; keep the summary line
@@ -63,15 +70,17 @@ UpstreamData load_upstream_data(const Config& cfg, std::ostream& log) {
     const json& t = tasks.at(name);
     if (t.value("partition", "") != "train") continue;
     d.upstream.push_back(name);
-    bool any_train = false;
+    bool any_train = false, full_dev = false;
+    const json* full_train = nullptr;
     for (const json& f : t.at("files")) {
       const std::string kind = f.at("kind"), split = f.at("split");
       const fs::path file = rep.cache_dir / f.at("cache").get<std::string>();
       const bool is_full = kind == "full";
       bool to_train = false, to_dev = false;
       if (src == "full") {
-        to_train = is_full && split == "train";
         to_dev = is_full && split == "dev";
+        full_dev |= to_dev;
+        if (is_full && split == "train") full_train = &f;  // below, once its dev file is known
       } else {
         to_train = !is_full && (split == "train" || (src == "kshot_train_dev" && split == "dev"));
         to_dev = !is_full && split == "dev";
@@ -79,12 +88,25 @@ UpstreamData load_upstream_data(const Config& cfg, std::ostream& log) {
       if (to_train) append(d.train, file, id[name]), any_train = true;
       if (to_dev) append(d.dev, file, id[name]);
     }
+    if (full_train) {
+      const fs::path file = rep.cache_dir / full_train->at("cache").get<std::string>();
+      const int64_t n = cache_size(file), hold = full_dev ? 0 : held_out_size(n);
+      append(d.train, file, id[name], 0, n - hold), any_train = n - hold > 0;
+      if (hold > 0) append(d.dev, file, id[name], n - hold, n), d.held_out[name] = hold;
+    }
     if (!any_train)
       throw DataError(mpath.string(), 0,
                       "upstream task '" + name + "' has no " +
                           (src == "full" ? std::string("{task}_full_train.tsv file")
                                          : std::string("k-shot train files")) +
                           " (data.upstream_source = " + src + ")");
+  }
+  if (!d.held_out.empty()) {
+    int64_t held = 0;
+    for (const auto& [task, n] : d.held_out) held += n;
+    log << "data: " << d.held_out.size() << " upstream task(s) have no {task}_full_dev.tsv (" << d.held_out.begin()->first
+        << (d.held_out.size() > 1 ? ", …" : "") << "); their dev examples are the last 10% of their "
+        << "{task}_full_train.tsv, " << held << " examples held out of training (docs/train.md, Dev data)\n";
   }
   if (d.upstream.empty())
     throw DataError(man.value("splits", std::string("splits")), 0, "the split file lists no \"train\" tasks to train on");

@@ -173,6 +173,20 @@ TEST_CASE("eval compare and eval table report ARG on hand-made result tables", "
   CHECK_THAT(read_text(d / "t.md"), Catch::Contains("| t1 | EM |"));
   CHECK(run_tlmoe("eval compare " + (d / "a").string() + " " + (d / "missing").string()).exit_code == 2);
   CHECK(run_tlmoe("eval table justaname").exit_code == 2);
+
+  // a run built on an unhealthy upstream model is marked and its warnings listed
+  std::string sick = summary({{"t1", {{13, 0.6}, {42, 0.4}}}, {"t2", {{13, 0.3}, {42, 0.3}}}});
+  sick.insert(1, R"("upstream_health": {"verdict": "collapsed", "warnings": ["upstream model collapsed on 1 dev task(s) (one answer for most inputs): t9"]}, )");
+  write_text(d / "s/summary.json", sick);
+  t = run_tlmoe("eval table base=" + (d / "b").string() + " sick=" + (d / "s").string() + " --markdown " +
+                (d / "t2.md").string());
+  INFO(t.output);
+  CHECK(t.exit_code == 0);
+  CHECK_THAT(t.output, Catch::Contains("sick (!)") && Catch::Contains("(!) sick: upstream model collapsed on 1 dev task(s)"));
+  CHECK_THAT(t.output, !Catch::Contains("base (!)"));
+  CHECK_THAT(read_text(d / "t2.md"), Catch::Contains("| sick (!) |") && Catch::Contains("(!) sick: upstream model collapsed"));
+  r = run_tlmoe("eval compare " + (d / "s").string() + " " + (d / "b").string());
+  CHECK_THAT(r.output, Catch::Contains("upstream model collapsed on 1 dev task(s)"));
 }
 
 TEST_CASE("bench generate reports the three variants and their ratios to vanilla", "[cli][bench]") {
@@ -245,7 +259,9 @@ TEST_CASE("gym -> preprocess end to end, with reuse and bad-data exit codes", "[
   r = run_tlmoe("preprocess --config " + cfg + sets);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  const fs::path cache = d / "gym/.tlmoe-cache";
+  fs::path cache;  // one cache per tokenizer: the quickstart's options, vocabulary 500
+  for (const auto& e : fs::directory_iterator(d / "gym/.tlmoe-cache")) cache = e.path();
+  CHECK_THAT(cache.filename().string(), Catch::StartsWith("spm-full-500-"));
   CHECK(fs::exists(cache / "config.resolved.yaml"));
   CHECK(fs::exists(cache / "manifest.json"));
   CHECK(fs::exists(cache / "tokenizer/spm.model"));

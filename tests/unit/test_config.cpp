@@ -172,7 +172,18 @@ TEST_CASE("data paths default under data.dir", "[config]") {
   auto c = load_config({"", {"data.dir=/d", "data.tasks=/elsewhere/t.json"}});
   CHECK(tlmoe::splits_path(c) == "/d/splits.json");
   CHECK(tlmoe::tasks_path(c) == "/elsewhere/t.json");
-  CHECK(tlmoe::cache_dir(c) == "/d/.tlmoe-cache");
+  // one cache per tokenizer: spm-{upstream_source}-{vocab}-{hash of the other options}
+  const std::string kshot = tlmoe::cache_dir(c);
+  CHECK_THAT(kshot, Catch::StartsWith("/d/.tlmoe-cache/spm-kshot-" + std::to_string(c.tokenizer.vocab_size) + "-"));
+  auto full = load_config({"", {"data.dir=/d", "data.upstream_source=full"}});
+  CHECK_THAT(tlmoe::cache_dir(full), Catch::StartsWith("/d/.tlmoe-cache/spm-full-"));
+  auto prefix = load_config({"", {"data.dir=/d", "data.task_prefix=false"}});
+  CHECK(tlmoe::cache_dir(prefix) != kshot);
+  CHECK(tlmoe::cache_dir(prefix).size() == kshot.size());
+  auto same = load_config({"", {"data.dir=/d", "train.lr=0.5"}});  // not a tokenizer option
+  CHECK(tlmoe::cache_dir(same) == kshot);
+  auto given = load_config({"", {"data.dir=/d", "data.cache_dir=/c"}});
+  CHECK(tlmoe::cache_dir(given) == "/c");
 }
 
 TEST_CASE("docs/config.md is generated from the declarations and up to date", "[config]") {

@@ -91,7 +91,7 @@ struct TinyGym {
     write_text(dir / "t-a" / "t-a_full_dev.tsv", tsv_lines("fulldev", 5));
   }
   fs::path tok(const std::string& task, const std::string& stem) const {
-    return dir.path() / ".tlmoe-cache" / "tokens" / task / (stem + ".tok");
+    return fs::path(tlmoe::cache_dir(config())) / "tokens" / task / (stem + ".tok");
   }
   tlmoe::Config config() const {
     tlmoe::Config c = tlmoe::Config::defaults();
@@ -236,7 +236,7 @@ TEST_CASE("token cache: binary layout, round trip, damaged and old files", "[pre
 
 TEST_CASE("preprocess: builds everything once, then only what changed", "[preprocess]") {
   TinyGym g;
-  const fs::path cache = g.dir.path() / ".tlmoe-cache";
+  const fs::path cache = tlmoe::cache_dir(g.config());
   const std::size_t kFiles = 3 * 2 * 3 + 2;  // tasks x seeds x splits + t-a's full files
 
   std::string log;
@@ -349,7 +349,7 @@ TEST_CASE("preprocess: a bad TSV fails naming file and line, writing nothing for
     CHECK(std::string(e.what()).find("no TAB") != std::string::npos);
   }
   CHECK_FALSE(fs::exists(g.tok("t-c", "t-c_4_42_test")));
-  CHECK_FALSE(fs::exists(g.dir / ".tlmoe-cache" / "manifest.json"));
+  CHECK_FALSE(fs::exists(fs::path(tlmoe::cache_dir(g.config())) / "manifest.json"));
 
   // after a complete run, a file that turns bad keeps its old cache and the manifest
   write_text(bad, tsv_lines("good again", 5));
@@ -358,7 +358,7 @@ TEST_CASE("preprocess: a bad TSV fails naming file and line, writing nothing for
   write_text(bad, "ok\tyes\n\xC3\x28\tno\n");
   CHECK_THROWS_WITH(run(g.config()), Catch::StartsWith("data error: " + bad.string() + ":2: invalid UTF-8"));
   CHECK(read_text(g.tok("t-c", "t-c_4_42_test")) == old_cache);
-  CHECK(fs::exists(g.dir / ".tlmoe-cache" / "manifest.json"));
+  CHECK(fs::exists(fs::path(tlmoe::cache_dir(g.config())) / "manifest.json"));
 }
 
 TEST_CASE("preprocess: metadata and layout problems are reported before any work", "[preprocess]") {

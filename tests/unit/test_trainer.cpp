@@ -258,7 +258,7 @@ TEST_CASE("task representations: textemb against a per-example reference, PCA, r
   tlmoe::io::load_into(*m, ck.model, "dense");
   m->eval();
   torch::NoGradGuard ng;
-  const fs::path cache = t.dir / "data/.tlmoe-cache/tokens";
+  const fs::path cache = fs::path(tlmoe::cache_dir(dense)) / "tokens";
   // every k-shot train file of a task (both splits of "second"); the full train file otherwise
   const std::vector<std::vector<fs::path>> files = {
       {cache / "first/first_full_train.tok"},
