@@ -54,12 +54,6 @@ metrics::ScoreTable read_scores(const std::string& run) {
   return t;
 }
 
-double task_mean(const json& summary_tasks, const std::string& task) {
-  if (!summary_tasks.contains(task)) return NAN;
-  const json& m = summary_tasks[task].at("mean");
-  return m.is_number() ? m.get<double>() : NAN;
-}
-
 json read_summary(const std::string& run) {
   fs::path p = run;
   if (fs::is_directory(p)) p /= "summary.json";
@@ -72,6 +66,63 @@ json read_summary(const std::string& run) {
   }
 }
 
+// One method's result folders: "DIR[+DIR...]", several runs of the method (its upstream seeds).
+struct Method {
+  std::vector<std::string> dirs;
+  std::vector<metrics::ScoreTable> tables;
+  std::vector<json> sums;
+};
+
+Method read_method(const std::string& spec) {
+  Method m;
+  size_t from = 0;
+  while (from <= spec.size()) {
+    const size_t plus = std::min(spec.find('+', from), spec.size());
+    if (plus == from) throw UsageError("expected DIR[+DIR...], got '" + spec + "' (an empty run)");
+    m.dirs.push_back(spec.substr(from, plus - from));
+    from = plus + 1;
+  }
+  for (const auto& d : m.dirs) m.tables.push_back(read_scores(d)), m.sums.push_back(read_summary(d));
+  return m;
+}
+
+// The runs of a method as one table of units: run i's split s is unit i * kRunStride + s, so that
+// the paired test and the bootstrap treat every (run, split) as a unit and the interval includes
+// the variance between runs. A method with one run is repeated n times to pair with each run of
+// the other.
+constexpr int64_t kRunStride = 1000000;
+
+metrics::ScoreTable join_runs(const Method& m, size_t n) {
+  metrics::ScoreTable out;
+  for (size_t i = 0; i < n; ++i)
+    for (const auto& [task, splits] : m.tables[m.tables.size() == 1 ? 0 : i])
+      for (const auto& [seed, v] : splits) {
+        if (seed < 0 || seed >= kRunStride) throw UsageError("split seed " + std::to_string(seed) + " of task '" + task + "' is out of range for joined runs");
+        out[task][static_cast<int64_t>(i) * kRunStride + seed] = v;
+      }
+  return out;
+}
+
+metrics::Comparison compare_methods(const Method& a, const Method& b, const std::string& name_a, const std::string& name_b,
+                                    const metrics::CompareOptions& co) {
+  const size_t na = a.tables.size(), nb = b.tables.size();
+  if (na != nb && na != 1 && nb != 1)
+    throw UsageError(name_a + " has " + std::to_string(na) + " runs and " + name_b + " " + std::to_string(nb) +
+                     ": runs pair one to one (or one run pairs with each of the other's)");
+  const size_t n = std::max(na, nb);
+  return metrics::compare_runs(join_runs(a, n), join_runs(b, n), co);
+}
+
+// Mean over a method's (run, split) units of a task's score; NaN when it has none.
+double method_task_mean(const Method& m, const std::string& task) {
+  const auto t = join_runs(m, m.tables.size());
+  auto it = t.find(task);
+  if (it == t.end() || it->second.empty()) return NAN;
+  double s = 0;
+  for (const auto& [seed, v] : it->second) s += v;
+  return s / static_cast<double>(it->second.size());
+}
+
 std::string fmt_pct(double v) {
   if (!std::isfinite(v)) return "n/a";
   char b[32];
@@ -81,21 +132,26 @@ std::string fmt_pct(double v) {
 
 // The warnings a summary carries about its upstream model (training health), one line per run
 // that has any; such runs are marked "(!)" in the table.
-std::string health_notes(const std::vector<std::string>& names, const std::vector<json>& sums) {
-  std::string notes;
-  for (size_t i = 0; i < sums.size(); ++i) {
-    const json h = sums[i].value("upstream_health", json(nullptr));
-    if (!h.is_object() || h.value("warnings", json::array()).empty()) continue;
-    notes += "(!) " + names[i] + ":";
-    for (const auto& w : h["warnings"]) notes += " " + w.get<std::string>() + ";";
-    notes.back() = '\n';
-  }
-  return notes;
-}
-
 bool has_health_warnings(const json& summary) {
   const json h = summary.value("upstream_health", json(nullptr));
   return h.is_object() && !h.value("warnings", json::array()).empty();
+}
+
+std::string health_notes(const std::vector<std::string>& names, const std::vector<Method>& methods) {
+  std::string notes;
+  for (size_t i = 0; i < methods.size(); ++i)
+    for (size_t r = 0; r < methods[i].sums.size(); ++r) {
+      const json& sum = methods[i].sums[r];
+      if (!has_health_warnings(sum)) continue;
+      notes += "(!) " + names[i] + (methods[i].sums.size() > 1 ? " run " + std::to_string(r + 1) : "") + ":";
+      for (const auto& w : sum["upstream_health"]["warnings"]) notes += " " + w.get<std::string>() + ";";
+      notes.back() = '\n';
+    }
+  return notes;
+}
+
+bool method_has_warnings(const Method& m) {
+  return std::any_of(m.sums.begin(), m.sums.end(), [](const json& s) { return has_health_warnings(s); });
 }
 
 // `tlmoe eval table NAME=DIR...`: the runs side by side per task, then ARG for pairs of them.
@@ -125,13 +181,12 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
       pairs.emplace_back(index_of(p.substr(0, slash)), index_of(p.substr(slash + 1)));
     }
   }
-  std::vector<json> sums;
-  std::vector<metrics::ScoreTable> tables;
+  std::vector<Method> methods;
   std::set<std::string> tasks;
   for (const auto& d : dirs) {
-    sums.push_back(read_summary(d));
-    tables.push_back(read_scores(d));
-    for (auto it = sums.back()["tasks"].begin(); it != sums.back()["tasks"].end(); ++it) tasks.insert(it.key());
+    methods.push_back(read_method(d));
+    for (const auto& s : methods.back().sums)
+      for (auto it = s["tasks"].begin(); it != s["tasks"].end(); ++it) tasks.insert(it.key());
   }
   std::ostringstream txt, md;
   char buf[512];
@@ -139,7 +194,7 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   txt << buf;
   md << "| task | metric |";
   for (size_t i = 0; i < names.size(); ++i) {
-    const std::string n = names[i] + (has_health_warnings(sums[i]) ? " (!)" : "");
+    const std::string n = names[i] + (method_has_warnings(methods[i]) ? " (!)" : "");
     std::snprintf(buf, sizeof buf, " %12s", n.c_str());
     txt << buf;
     md << " " << n << " |";
@@ -152,13 +207,14 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   std::vector<int64_t> cnt(names.size(), 0);
   for (const auto& t : tasks) {
     std::string metric;
-    for (const auto& s : sums)
-      if (s["tasks"].contains(t)) metric = s["tasks"][t].value("metric", "");
+    for (const auto& m : methods)
+      for (const auto& s : m.sums)
+        if (s["tasks"].contains(t)) metric = s["tasks"][t].value("metric", "");
     std::snprintf(buf, sizeof buf, "%-26s %-20s", t.c_str(), metric.c_str());
     txt << buf;
     md << "| " << t << " | " << metric << " |";
     for (size_t i = 0; i < names.size(); ++i) {
-      const double v = task_mean(sums[i]["tasks"], t);
+      const double v = method_task_mean(methods[i], t);
       if (std::isfinite(v)) sum[i] += v, ++cnt[i];
       std::snprintf(buf, sizeof buf, " %12s", std::isfinite(v) ? std::to_string(v).substr(0, 6).c_str() : "n/a");
       txt << buf;
@@ -180,7 +236,7 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   md << "\n\n| comparison | ARG (all tasks) | ARG (unflagged) | tasks unflagged | p (sign-flip) | 95% CI (unflagged) |\n"
         "|---|---:|---:|---:|---:|---|\n";
   for (const auto& [a, b] : pairs) {
-    auto c = metrics::compare_runs(tables[a], tables[b], co);
+    auto c = compare_methods(methods[a], methods[b], names[a], names[b], co);
     std::snprintf(buf, sizeof buf, "ARG %s over %s: %s over %zu tasks; %s over the %zu unflagged (p = %.4g, 95%% CI [%s, %s])\n",
                   names[a].c_str(), names[b].c_str(), fmt_pct(c.all.arg_percent).c_str(), c.all.tasks,
                   fmt_pct(c.unflagged.arg_percent).c_str(), c.unflagged.tasks, c.unflagged.p_value,
@@ -194,7 +250,7 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   }
   txt << "(flagged tasks have a base score near zero, negative or NaN: their relative gain is not meaningful; "
          "`tlmoe eval compare A B` lists them)\n";
-  const std::string notes = health_notes(names, sums);
+  const std::string notes = health_notes(names, methods);
   txt << notes;
   if (!notes.empty()) md << "\n" << std::regex_replace(notes, std::regex("\n"), "  \n");
   std::cout << txt.str();
@@ -233,8 +289,8 @@ void setup_eval(CLI::App& app) {
       "compare",
       "Per-task scores, relative gains and ARG (%) of RUN_A over RUN_B, with a paired sign-flip permutation "
       "test and a bootstrap confidence interval over (task, split) pairs");
-  compare->add_option("run_a", o->run_a, "Result folder (or summary.json) of the method")->required();
-  compare->add_option("run_b", o->run_b, "Result folder (or summary.json) of the baseline")->required();
+  compare->add_option("run_a", o->run_a, "Result folder (or summary.json) of the method; DIR+DIR+... for several runs of it (upstream seeds), paired run by run with run_b's")->required();
+  compare->add_option("run_b", o->run_b, "Result folder (or summary.json) of the baseline; DIR+DIR+... for several runs (one run pairs with each of run_a's)")->required();
   compare->add_option("--json", o->json_out, "Also write the comparison as JSON to this file");
   compare->add_option("--near-zero", o->co.near_zero_base, "Flag tasks whose base score is below this")
       ->capture_default_str();
@@ -246,17 +302,16 @@ void setup_eval(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   compare->add_option("--seed", o->co.seed, "Seed of the permutation test and bootstrap")->capture_default_str();
   compare->callback([o] {
-    auto a = read_scores(o->run_a), b = read_scores(o->run_b);
-    auto c = metrics::compare_runs(a, b, o->co);
-    std::cout << metrics::format_comparison(c, o->run_a, o->run_b)
-              << health_notes({o->run_a, o->run_b}, {read_summary(o->run_a), read_summary(o->run_b)});
+    const Method a = read_method(o->run_a), b = read_method(o->run_b);
+    auto c = compare_methods(a, b, o->run_a, o->run_b, o->co);
+    std::cout << metrics::format_comparison(c, o->run_a, o->run_b) << health_notes({o->run_a, o->run_b}, {a, b});
     if (!o->json_out.empty())
       io::write_file_atomic(o->json_out, metrics::comparison_to_json(c, o->run_a, o->run_b).dump(1) + "\n");
   });
 
   auto* table = cmd->add_subcommand(
       "table", "Several result folders side by side per task, and ARG with significance for pairs of them");
-  table->add_option("runs", o->table_runs, "NAME=DIR items (adapt or eval --out folders), in column order")
+  table->add_option("runs", o->table_runs, "NAME=DIR items (adapt or eval --out folders), in column order; NAME=DIR+DIR+... joins several runs of one method (upstream seeds): its scores are the mean over runs and splits, and ARG's test and interval take every (run, split) as a unit")
       ->required();
   table->add_option("--pairs", o->pairs,
                     "Comma-separated METHOD/BASE name pairs to compare (default: every later column over every "

@@ -189,6 +189,34 @@ TEST_CASE("eval compare and eval table report ARG on hand-made result tables", "
   CHECK_THAT(r.output, Catch::Contains("upstream model collapsed on 1 dev task(s)"));
 }
 
+TEST_CASE("eval table and compare join several runs of a method (upstream seeds)", "[cli][eval]") {
+  TempDir d;
+  // method A, two runs (seeds); base B, one run (paired with each of A's).
+  // t1: A run 1 splits 0.6, 0.4, run 2 splits 0.8, 0.6 -> mean over 4 units 0.6; B 0.4 -> RG +50 %
+  // t2: A run 1 0.3, 0.3, run 2 0.5, 0.5 -> mean 0.4; B 0.5 -> RG -20 %.  ARG = (50 - 20) / 2 = +15 %
+  write_text(d / "a1/summary.json", summary({{"t1", {{13, 0.6}, {42, 0.4}}}, {"t2", {{13, 0.3}, {42, 0.3}}}}));
+  write_text(d / "a2/summary.json", summary({{"t1", {{13, 0.8}, {42, 0.6}}}, {"t2", {{13, 0.5}, {42, 0.5}}}}));
+  write_text(d / "b/summary.json", summary({{"t1", {{13, 0.4}, {42, 0.4}}}, {"t2", {{13, 0.5}, {42, 0.5}}}}));
+  const std::string a = (d / "a1").string() + "+" + (d / "a2").string();
+  auto t = run_tlmoe("eval table base=" + (d / "b").string() + " a=" + a + " --permutations 100000");
+  INFO(t.output);
+  REQUIRE(t.exit_code == 0);
+  CHECK_THAT(t.output, Catch::Contains("ARG a over base: +15.0% over 2 tasks"));
+  CHECK_THAT(t.output, Catch::Contains("0.6000") && Catch::Contains("0.4000"));
+  // 8 (run, split) pairs: exact enumeration of 2^8 sign flips
+  auto c = run_tlmoe("eval compare " + a + " " + (d / "b").string() + " --json " + (d / "c.json").string());
+  INFO(c.output);
+  REQUIRE(c.exit_code == 0);
+  const auto j = nlohmann::json::parse(read_text(d / "c.json"));
+  CHECK(j["arg"]["pairs"] == 8);
+  CHECK(j["arg"]["arg_percent"].get<double>() == Approx(15.0));
+  CHECK(j["arg"]["exact"] == true);
+  // two runs against three do not pair
+  const std::string three = (d / "b").string() + "+" + (d / "b").string() + "+" + (d / "b").string();
+  CHECK(run_tlmoe("eval compare " + a + " " + three).exit_code == 2);
+  CHECK(run_tlmoe("eval compare " + a + "+ " + (d / "b").string()).exit_code == 2);
+}
+
 TEST_CASE("bench generate reports the three variants and their ratios to vanilla", "[cli][bench]") {
   TempDir d;
   write_text(d / "c.yaml",
