@@ -1,11 +1,12 @@
 # tlmoe — the two commands of the README, and a few helpers.
 #   make quickstart   install what is missing, build, run the pipeline on the embedded gym
 #   make test         install what is missing, build, run every test (ctest)
+#   make study        build, run the study (docs/study.md): every method, several seeds, one results file
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all setup configure build test quickstart docs clean format
+.PHONY: all setup configure build test quickstart study docs clean format
 
 all: build
 
@@ -24,6 +25,9 @@ test: build
 
 quickstart: build
 	@scripts/quickstart.sh $(BUILD_DIR)/tlmoe
+
+study: build
+	@scripts/study.sh $(BUILD_DIR)/tlmoe
 
 # Regenerate docs/config.md from the config declarations (a test checks it is current).
 docs: build
