@@ -31,7 +31,7 @@ for s in ${STUDY_SET:-}; do sets+=(--set "$s"); done
 methods=(vanilla tlmoe average task_random instance_random stage2)
 mkdir -p "$out/logs"
 t0=$(date +%s)
-times="$out/logs/stages.tsv"   # stage, seconds (appended; results.md reads it)
+times="$out/logs/stages.tsv"   # stage, seconds: appended by every invocation; results.md sums them
 
 # ---- helpers -------------------------------------------------------------------------------------
 
@@ -85,7 +85,6 @@ train_step() {
 
 # ---- the stages ------------------------------------------------------------------------------------
 
-rm -f "$times"
 stage "gym and preprocess"
 [ -e "$out/gym/.done" ] || { "$tlmoe" gym --out "$out/gym" --seed 42 > "$out/logs/gym.log"; touch "$out/gym/.done"; }
 "$tlmoe" preprocess --config "$cfg/vanilla.yaml" "${sets[@]}" > "$out/logs/preprocess.log"
@@ -132,7 +131,7 @@ pool_wait
 
 stage "results"
 stage end
-python3 scripts/write_study.py "$tlmoe" "$out" "$(( $(date +%s) - t0 ))" "${seeds[@]}" > "$out/results.md.tmp"
+STUDY_JOBS="$jobs_max" python3 scripts/write_study.py "$tlmoe" "$out" "$(( $(date +%s) - t0 ))" "${seeds[@]}" > "$out/results.md.tmp"
 mv "$out/results.md.tmp" "$out/results.md"
 if [ -n "$results_copy" ]; then
   mkdir -p "$(dirname "$results_copy")"

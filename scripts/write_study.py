@@ -11,6 +11,7 @@ with the seeds of a method joined (DIR+DIR+...), each seed's routing analysis (s
 stage times the script logged (logs/stages.tsv).
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,11 +80,16 @@ def routing(out, seeds):
 
 
 def stage_times(out):
-    rows = ["| stage | seconds |", "|---|---:|"]
+    """Seconds per stage, summed over the invocations of the study (a resumed study adds its time)."""
+    totals, runs = {}, 0
     path = out / "logs" / "stages.tsv"
     for line in path.read_text().splitlines() if path.exists() else []:
         name, secs = line.split("\t")
-        rows.append(f"| {name} | {secs} |")
+        totals[name] = totals.get(name, 0) + int(secs)
+        runs += name == "gym and preprocess"
+    rows = [f"Summed over {runs} invocation(s) of scripts/study.sh.", "", "| stage | seconds |", "|---|---:|"]
+    rows += [f"| {name} | {secs} |" for name, secs in totals.items()]
+    rows.append(f"| **total** | {sum(totals.values())} |")
     return rows
 
 
@@ -95,6 +101,9 @@ def main():
              f"`{out}/`; rerun it to regenerate this file rather than editing it. Methods: "
              + "; ".join(f"{k} = {v}" for k, v in LABELS.items()) + f". Upstream seeds: {', '.join(seeds)}.",
              ""] + header(tlmoe, seconds)
+    # every step runs with one thread, STUDY_JOBS of them at once
+    lines = [f"| threads | 1 per step, up to {os.environ.get('STUDY_JOBS', '?')} steps at once |"
+             if line.startswith("| threads |") else line for line in lines]
     lines += ["", "## Upstream training and its health", "",
               "Verdicts from each run's health.json (docs/train.md, Training health): `ok` = dev score "
               "plateaued, `not converged` = still improving in the last half, `collapsed` = tasks answered "
