@@ -112,7 +112,7 @@ json assess_health(const std::vector<json>& evals, const HealthOptions& o) {
   json h = {{"evaluations", evals.size()}, {"messages", json::array()}, {"plateau_tolerance", o.plateau_tolerance}};
   bool any_score = false, any_loss = false;
   for (const auto& e : evals) any_score |= finite_number(e, "dev_score"), any_loss |= finite_number(e, "dev_loss");
-  h["metric"] = any_score || !any_loss ? "dev score" : "dev loss";
+  h["metric"] = (o.by_loss && any_loss) || (!any_score && any_loss) ? "dev loss" : "dev score";
   h["collapsed_last"] = evals.empty() ? std::vector<std::string>{} : collapsed_of(evals.back());
   h["collapsed_best"] = h["collapsed_last"];
   if (evals.empty() || (!any_score && !any_loss)) {

@@ -15,6 +15,7 @@ namespace tlmoe::metrics {
 struct HealthOptions {
   double plateau_tolerance = 0.05;  // converged: the last half improved the best by less than this share
   int64_t final_step = 0;           // the run's last step (train.steps)
+  bool by_loss = false;             // judge by the dev loss even where there is a dev score (select_by: loss)
 };
 
 // The dev-evaluation lines of a metrics.jsonl (those with "dev_loss"), one per step in step order
@@ -27,7 +28,8 @@ std::vector<nlohmann::json> read_dev_evaluations(const std::filesystem::path& me
 //    "trend": {"first_half_best", "first_half_step", "last_half_best", "last_half_step", "change"},
 //    "collapsed_last": [tasks], "collapsed_best": [tasks], "best_step": s,
 //    "verdict": "ok" | "not converged" | "collapsed" | "unknown", "messages": [lines]}.
-// The metric is the dev score where the lines have one, else the dev loss. Converged is null with
+// The metric is the dev score where the lines have one (and not by_loss), else the dev loss, so that
+// the best step is the one best/ holds. Converged is null with
 // fewer than 3 evaluations or no finite metric; change is relative to the first half's best.
 nlohmann::json assess_health(const std::vector<nlohmann::json>& evaluations, const HealthOptions& o);
 

@@ -533,6 +533,7 @@ json Run::health() const {
   metrics::HealthOptions ho;
   ho.plateau_tolerance = cfg_.train.plateau_tolerance;
   ho.final_step = total_;
+  ho.by_loss = !by_score_;
   return metrics::assess_health(evals_, ho);
 }
 

@@ -100,6 +100,16 @@ TEST_CASE("assess_health: converged, still improving, collapsed, unknown", "[hea
   CHECK(h["converged"] == true);
   CHECK(h["trend"]["change"].get<double>() == Approx(0.005));
 
+  // select_by: loss judges by the loss although the lines have scores: best step 750 (loss 1.8)
+  o.by_loss = true;
+  h = assess_health({eval_line(250, 3, 0.1), eval_line(500, 2, 0.4), eval_line(750, 1.8, 0.3),
+                     eval_line(1000, 1.9, 0.41)},
+                    o);
+  CHECK(h["metric"] == "dev loss");
+  CHECK(h["best_step"] == 750);
+  CHECK(h["trend"]["change"].get<double>() == Approx(0.1));  // (2.0 - 1.8) / 2.0
+  o.by_loss = false;
+
   // two evaluations: too few to tell
   h = assess_health({eval_line(500, 2, 0.4), eval_line(1000, 1.8, 0.41)}, o);
   CHECK(h["converged"].is_null());
