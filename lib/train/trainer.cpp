@@ -110,7 +110,7 @@ class Run {
   void reduce_over_ranks(StepStats& st);
   void log_step(const StepStats& st, double grad_norm, double mult, double per_token);
   void evaluate_and_save();
-  void record_dev_score(const DevScore& score, json& line, std::ostringstream& msg);
+  std::string record_dev_score(const DevScore& score, json& line, std::ostringstream& msg);
   void finish_health();
   nlohmann::json health() const;
   void save(const fs::path& dir);
@@ -475,11 +475,12 @@ void Run::evaluate_and_save() {
   std::ostringstream msg;
   msg << "step " << step_ << ": dev loss " << (std::isfinite(dev_loss) ? std::to_string(dev_loss) : "n/a (no dev examples)");
   DevScore score;
+  std::string warning;
   if (!dev_sets_.empty()) {
     const auto t_score = std::chrono::steady_clock::now();
     score = dev_score(m_, dev_sets_, *tok_, cfg_, data_, tau_at(step_), dev_, *comm_);
     line["dev_score_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_score).count();
-    record_dev_score(score, line, msg);
+    warning = record_dev_score(score, line, msg);
   }
   if (lead_) metrics_->write(line);
   evals_.push_back(line);
@@ -498,23 +499,24 @@ void Run::evaluate_and_save() {
     save(run_ / "best");
     msg << " (best)";
   }
+  if (!warning.empty()) msg << "\nwarning: step " << step_ << ": " << warning;
   bar_->message(msg.str());
   save(run_ / "last");
   last_saved_ = step_;
 }
 
-// The dev score, the spread of the predictions and a warning for collapsed tasks, into the
-// metrics line and the progress message.
-void Run::record_dev_score(const DevScore& score, json& line, std::ostringstream& msg) {
+// The dev score and the spread of the predictions into the metrics line and the progress message;
+// returns the warning for collapsed tasks ("" when none).
+std::string Run::record_dev_score(const DevScore& score, json& line, std::ostringstream& msg) {
   line["dev_score"] = score.mean;
   line["dev_score_nan_tasks"] = score.nan_tasks;
   line["dev_task_scores"] = score.per_task;
   line["dev_top_share"] = score.mean_top_share;
   line["dev_task_spread"] = score.spread;
   line["collapsed_tasks"] = score.collapsed;
-  msg << ", dev score " << score.mean << ", most frequent prediction " << std::lround(100 * score.mean_top_share)
-      << "% of a task's (mean)";
-  if (score.collapsed.empty()) return;
+  msg << ", dev score " << score.mean << ", top answer share " << std::lround(100 * score.mean_top_share)
+      << "% (mean over tasks)";
+  if (score.collapsed.empty()) return "";
   std::ostringstream w;
   w << "predictions collapsed on " << score.collapsed.size() << " of " << dev_sets_.size() << " dev tasks:";
   size_t shown = 0;
@@ -526,7 +528,7 @@ void Run::record_dev_score(const DevScore& score, json& line, std::ostringstream
     w << ", gold " << std::lround(100 * sp.at("gold_top_share").get<double>()) << "%)";
   }
   line["warnings"] = json::array({w.str()});
-  msg << "\nwarning: step " << step_ << ": " << w.str();
+  return w.str();
 }
 
 json Run::health() const {
