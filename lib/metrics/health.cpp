@@ -138,7 +138,8 @@ json assess_health(const std::vector<json>& evals, const HealthOptions& o) {
   return h;
 }
 
-json checkpoint_health(const fs::path& checkpoint_dir) {
+json checkpoint_health(const fs::path& given) {
+  const fs::path checkpoint_dir = given.has_filename() ? given : given.parent_path();  // "run/best/" too
   json meta_health;
   std::ifstream m(checkpoint_dir / "meta.json");
   if (m) {

@@ -140,6 +140,7 @@ TEST_CASE("read_dev_evaluations and checkpoint_health read what train writes", "
   auto h = tlmoe::metrics::checkpoint_health(d / "run/best");
   CHECK(h["collapsed"] == json::array({"a"}));
   CHECK(h["converged"] == false);
+  CHECK(tlmoe::metrics::checkpoint_health((d / "run/best").string() + "/")["converged"] == false);  // trailing slash
   std::ostringstream log;
   auto r = tlmoe::metrics::report_upstream_health((d / "run/best").string(), log);
   REQUIRE(r["warnings"].size() == 2);
