@@ -71,20 +71,8 @@ struct Method {
   std::vector<std::string> dirs;
   std::vector<metrics::ScoreTable> tables;
   std::vector<json> sums;
+  metrics::ScoreTable joined;  // join_runs(*this, its number of runs)
 };
-
-Method read_method(const std::string& spec) {
-  Method m;
-  size_t from = 0;
-  while (from <= spec.size()) {
-    const size_t plus = std::min(spec.find('+', from), spec.size());
-    if (plus == from) throw UsageError("expected DIR[+DIR...], got '" + spec + "' (an empty run)");
-    m.dirs.push_back(spec.substr(from, plus - from));
-    from = plus + 1;
-  }
-  for (const auto& d : m.dirs) m.tables.push_back(read_scores(d)), m.sums.push_back(read_summary(d));
-  return m;
-}
 
 // The runs of a method as one table of units: run i's split s is unit i * kRunStride + s, so that
 // the paired test and the bootstrap treat every (run, split) as a unit and the interval includes
@@ -97,10 +85,24 @@ metrics::ScoreTable join_runs(const Method& m, size_t n) {
   for (size_t i = 0; i < n; ++i)
     for (const auto& [task, splits] : m.tables[m.tables.size() == 1 ? 0 : i])
       for (const auto& [seed, v] : splits) {
-        if (seed < 0 || seed >= kRunStride) throw UsageError("split seed " + std::to_string(seed) + " of task '" + task + "' is out of range for joined runs");
+        if (n > 1 && (seed < 0 || seed >= kRunStride)) throw UsageError("split seed " + std::to_string(seed) + " of task '" + task + "' is out of range for joined runs");
         out[task][static_cast<int64_t>(i) * kRunStride + seed] = v;
       }
   return out;
+}
+
+Method read_method(const std::string& spec) {
+  Method m;
+  size_t from = 0;
+  while (from <= spec.size()) {
+    const size_t plus = std::min(spec.find('+', from), spec.size());
+    if (plus == from) throw UsageError("expected DIR[+DIR...], got '" + spec + "' (an empty run)");
+    m.dirs.push_back(spec.substr(from, plus - from));
+    from = plus + 1;
+  }
+  for (const auto& d : m.dirs) m.tables.push_back(read_scores(d)), m.sums.push_back(read_summary(d));
+  m.joined = join_runs(m, m.tables.size());
+  return m;
 }
 
 metrics::Comparison compare_methods(const Method& a, const Method& b, const std::string& name_a, const std::string& name_b,
@@ -115,9 +117,8 @@ metrics::Comparison compare_methods(const Method& a, const Method& b, const std:
 
 // Mean over a method's (run, split) units of a task's score; NaN when it has none.
 double method_task_mean(const Method& m, const std::string& task) {
-  const auto t = join_runs(m, m.tables.size());
-  auto it = t.find(task);
-  if (it == t.end() || it->second.empty()) return NAN;
+  auto it = m.joined.find(task);
+  if (it == m.joined.end() || it->second.empty()) return NAN;
   double s = 0;
   for (const auto& [seed, v] : it->second) s += v;
   return s / static_cast<double>(it->second.size());
@@ -143,8 +144,15 @@ std::string health_notes(const std::vector<std::string>& names, const std::vecto
     for (size_t r = 0; r < methods[i].sums.size(); ++r) {
       const json& sum = methods[i].sums[r];
       if (!has_health_warnings(sum)) continue;
-      notes += "(!) " + names[i] + (methods[i].sums.size() > 1 ? " run " + std::to_string(r + 1) : "") + ":";
-      for (const auto& w : sum["upstream_health"]["warnings"]) notes += " " + w.get<std::string>() + ";";
+      notes += "(!) ";
+      notes += names[i];
+      if (methods[i].sums.size() > 1) notes += " run " + std::to_string(r + 1);
+      notes += ":";
+      for (const auto& w : sum["upstream_health"]["warnings"]) {
+        notes += ' ';
+        notes += w.get<std::string>();
+        notes += ';';
+      }
       notes.back() = '\n';
     }
   return notes;

@@ -8,7 +8,6 @@
 #include "common/error.h"
 #include "data/preprocess.h"
 #include "data/task_meta.h"
-#include "data/token_cache.h"
 #include "evaluate/predict.h"
 #include "metrics/spread.h"
 
@@ -135,7 +134,7 @@ std::vector<evaluate::EvalSet> upstream_dev_sets(const Config& cfg, const Upstre
     auto it = metrics.find(task);
     if (it == metrics.end()) throw DataError(man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + task + "'");
     int64_t first = 0;
-    if (held != data.held_out.end()) first = data::read_token_cache(cache / pick->at("cache").get<std::string>()).examples.size() - held->second;
+    if (held != data.held_out.end()) first = held->second.first;
     sets.push_back(evaluate::load_eval_set(cache, *pick, task, id, it->second, cfg.train.eval_max_examples, first));
   }
   return sets;

@@ -19,12 +19,8 @@ namespace tlmoe::train {
 
 namespace {
 
-// Examples [begin, end) of a token cache (end < 0: to the end).
-void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_id, int64_t begin = 0,
-            int64_t end = -1) {
-  data::TokenCache c = data::read_token_cache(file);
-  const auto n = static_cast<int64_t>(c.examples.size());
-  if (end < 0 || end > n) end = n;
+// Examples [begin, end) of a token cache read once (moved out of it).
+void append(std::vector<data::Example>& out, data::TokenCache& c, int64_t task_id, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
     data::Example x;
     x.task_id = task_id;
@@ -34,7 +30,10 @@ void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_
   }
 }
 
-int64_t cache_size(const fs::path& file) { return static_cast<int64_t>(data::read_token_cache(file).examples.size()); }
+void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_id) {
+  data::TokenCache c = data::read_token_cache(file);
+  append(out, c, task_id, 0, static_cast<int64_t>(c.examples.size()));
+}
 
 }  // namespace
 
@@ -90,9 +89,11 @@ UpstreamData load_upstream_data(const Config& cfg, std::ostream& log) {
     }
     if (full_train) {
       const fs::path file = rep.cache_dir / full_train->at("cache").get<std::string>();
-      const int64_t n = cache_size(file), hold = full_dev ? 0 : held_out_size(n);
-      append(d.train, file, id[name], 0, n - hold), any_train = n - hold > 0;
-      if (hold > 0) append(d.dev, file, id[name], n - hold, n), d.held_out[name] = hold;
+      data::TokenCache c = data::read_token_cache(file);
+      const auto n = static_cast<int64_t>(c.examples.size());
+      const int64_t hold = full_dev ? 0 : held_out_size(n);
+      append(d.train, c, id[name], 0, n - hold), any_train = n - hold > 0;
+      if (hold > 0) append(d.dev, c, id[name], n - hold, n), d.held_out[name] = {n - hold, hold};
     }
     if (!any_train)
       throw DataError(mpath.string(), 0,
@@ -103,7 +104,7 @@ UpstreamData load_upstream_data(const Config& cfg, std::ostream& log) {
   }
   if (!d.held_out.empty()) {
     int64_t held = 0;
-    for (const auto& [task, n] : d.held_out) held += n;
+    for (const auto& [task, h] : d.held_out) held += h.count;
     log << "data: " << d.held_out.size() << " upstream task(s) have no {task}_full_dev.tsv (" << d.held_out.begin()->first
         << (d.held_out.size() > 1 ? ", …" : "") << "); their dev examples are the last 10% of their "
         << "{task}_full_train.tsv, " << held << " examples held out of training (docs/train.md, Dev data)\n";

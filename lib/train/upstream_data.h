@@ -19,9 +19,12 @@ struct UpstreamData {
   std::vector<data::Example> train, dev;      // upstream examples (task_id indexes task_names)
   int64_t vocab_size = 0, pad_id = 1, bos_id = 0, eos_id = 2;
   std::string tokenizer_fingerprint, tokenizer_model;
-  // data.upstream_source = full, tasks without {task}_full_dev.tsv: how many examples at the end of
-  // their {task}_full_train.tsv are held out as dev examples (not trained on).
-  std::map<std::string, int64_t> held_out;
+  // data.upstream_source = full, tasks without {task}_full_dev.tsv: the examples at the end of their
+  // {task}_full_train.tsv held out as dev examples (not trained on): from index `first`, `count` of them.
+  struct HeldOut {
+    int64_t first = 0, count = 0;
+  };
+  std::map<std::string, HeldOut> held_out;
 };
 
 // The examples held out of an n-example {task}_full_train.tsv when the task has no full dev file:

@@ -10,7 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "adapt/adapt.h"
+#include "analysis/analyze.h"
 #include "config/config.h"
+#include "evaluate/checkpoint_eval.h"
 #include "metrics/health.h"
 #include "test_util.h"
 #include "tiny_data.h"
@@ -103,7 +106,8 @@ TEST_CASE("train: upstream tasks without a full dev file hold out the tail of th
   const auto d = tlmoe::train::load_upstream_data(cfg, log);
   // 96 full-train lines: the last 96 / 10 = 9 are dev; "last" keeps its 16-line dev file
   REQUIRE(d.held_out.size() == 1);
-  CHECK(d.held_out.at("first") == 9);
+  CHECK(d.held_out.at("first").count == 9);
+  CHECK(d.held_out.at("first").first == 87);
   CHECK(d.train.size() == (96 - 9) + 96);
   CHECK(d.dev.size() == 9 + 16);
   CHECK_THAT(log.str(), Catch::Contains("1 upstream task(s) have no {task}_full_dev.tsv (first)") &&
@@ -138,4 +142,64 @@ TEST_CASE("train: without any dev example the dev loss is n/a and best/ is still
   CHECK(fs::exists(t.dir / "run/best/meta.json"));
   CHECK(r.best_step == 4);  // every evaluation is the best: the last one
   CHECK(r.health["verdict"] == "unknown");
+}
+
+TEST_CASE("train health: eval, adapt and analyze-routes on a collapsed model say so", "[train][health]") {
+  Tiny t;
+  auto cfg = t.config();
+  cfg.train.lr = cfg.train.router_lr = cfg.train.task_lr = 0.0;  // collapsed, as above
+  cfg.train.steps = 30;
+  std::string train_log;
+  run_logged(cfg, t.dir / "run", train_log);
+  const std::string best = (t.dir / "run/best").string();
+
+  std::ostringstream eval_log;
+  tlmoe::evaluate::CheckpointEvalOptions eo;
+  eo.cfg = cfg;
+  eo.checkpoint = best;
+  eo.out_dir = (t.dir / "ev").string();
+  eo.log = &eval_log;
+  tlmoe::evaluate::evaluate_checkpoint(eo);
+  const json ev = json::parse(read_text(t.dir / "ev/summary.json"));
+  CHECK(ev["upstream_health"]["verdict"] == "collapsed");
+  CHECK(ev["upstream_health"]["collapsed"] == json::array({"first", "last"}));
+  CHECK_THAT(eval_log.str(), Catch::Contains("warning: upstream model collapsed on 2 dev task(s)"));
+
+  std::ostringstream adapt_log;
+  tlmoe::adapt::AdaptOptions ao;
+  ao.cfg = cfg;
+  ao.cfg.adapt.lrs = {1e-3};
+  ao.cfg.adapt.batch_sizes = {4};
+  ao.cfg.adapt.steps = 2;
+  ao.cfg.adapt.eval_every = 1;
+  ao.cfg.adapt.warmup_steps = 0;
+  ao.checkpoint = best;
+  ao.out_dir = (t.dir / "ad").string();
+  ao.log = &adapt_log;
+  ao.plain_progress = true;
+  tlmoe::adapt::adapt(ao);
+  const json ad = json::parse(read_text(t.dir / "ad/summary.json"));
+  CHECK(ad["upstream_health"]["warnings"].size() == 1);
+  CHECK_THAT(adapt_log.str(), Catch::Contains("warning: upstream model collapsed"));
+
+  std::ostringstream analysis_log;
+  tlmoe::analysis::AnalyzeOptions an;
+  an.cfg = cfg;
+  an.checkpoint = best;
+  an.out_dir = (t.dir / "an").string();
+  an.log = &analysis_log;
+  tlmoe::analysis::analyze_routes(an);
+  const std::string report = read_text(t.dir / "an/report.md");
+  CHECK_THAT(report, Catch::Contains("**Caution: the routes below come from an unhealthy model**") &&
+                         Catch::Contains("> - upstream model collapsed on 2 dev task(s)"));
+  CHECK(json::parse(read_text(t.dir / "an/stats.json"))["upstream_health"]["verdict"] == "collapsed");
+
+  // a healthy checkpoint's report has no caution: the same run's health.json rewritten as healthy
+  write_text(t.dir / "run/health.json", R"({"verdict": "ok", "converged": true, "collapsed_best": []})");
+  json meta = json::parse(read_text(t.dir / "run/best/meta.json"));
+  meta["health"]["collapsed_last"] = json::array();
+  write_text(t.dir / "run/best/meta.json", meta.dump());
+  an.out_dir = (t.dir / "an2").string();
+  tlmoe::analysis::analyze_routes(an);
+  CHECK_THAT(read_text(t.dir / "an2/report.md"), !Catch::Contains("Caution"));
 }
