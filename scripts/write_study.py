@@ -55,12 +55,19 @@ def upstream(out, seeds):
     return rows
 
 
-def table(tlmoe, columns, pairs, markdown):
+def table(tlmoe, columns, pairs, markdown, tasks=None):
     """`tlmoe eval table` over NAME=DIR+DIR+... columns; returns its Markdown lines."""
     cmd = [tlmoe, "eval", "table"] + [f"{n}={d}" for n, d in columns] + ["--pairs", ",".join(pairs),
                                                                         "--markdown", str(markdown)]
+    if tasks:
+        cmd += ["--tasks", ",".join(tasks)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return Path(markdown).read_text().rstrip().splitlines()
+
+
+def answerable_tasks(run):
+    """task -> why, as `tlmoe eval` listed them in the run's summary.json."""
+    return (read_json(run / "summary.json") or {}).get("zero_shot_answerable", {})
 
 
 def joined(base, seeds, m):
@@ -117,8 +124,19 @@ def main():
               "variance (docs/eval.md).", ""]
     lines += table(tlmoe, cols, pairs, out / "fewshot.md")
     zcols = [(m, joined(out / "zeroshot", seeds, m)) for m in METHODS]
-    lines += ["", "## Zero-shot on the unseen tasks", "", "Test score without training on the task.", ""]
-    lines += table(tlmoe, zcols, [p for p in pairs if not p.endswith("/direct")], out / "zeroshot.md")
+    zpairs = [p for p in pairs if not p.endswith("/direct")]
+    answerable = answerable_tasks(out / "zeroshot" / f"s{seeds[0]}" / "vanilla")
+    lines += ["", "## Zero-shot on the answerable unseen tasks", "",
+              "Test score without training on the task, over the unseen tasks a model can answer in principle: "
+              "every label word is an answer of an upstream task or is named in the task's instruction, which "
+              "the study puts into every input (`data.instruction`; docs/data.md, Zero-shot-answerable tasks). "
+              "Tasks: " + (", ".join(f"{t} ({why})" for t, why in answerable.items()) or "none") + ".", ""]
+    if answerable:
+        lines += table(tlmoe, zcols, zpairs, out / "zeroshot_answerable.md", list(answerable))
+    lines += ["", "## Zero-shot on all unseen tasks", "",
+              "The same, over every unseen task; free-form tasks whose answers no upstream task taught can "
+              "score only by chance overlap (Rouge-L, QA-F1).", ""]
+    lines += table(tlmoe, zcols, zpairs, out / "zeroshot.md")
     lines += ["", "## Routing: what TL-MoE's router learned, per seed", "",
               "NMI/ARI of a clustering of the task routes against the gym's categories, the permutation test "
               "of routes against categories, and the share of tasks routed to the same (aligned) expert as in "

@@ -91,7 +91,33 @@ metrics::ScoreTable join_runs(const Method& m, size_t n) {
   return out;
 }
 
-Method read_method(const std::string& spec) {
+std::set<std::string> split_set(const std::string& list) {
+  const auto v = split_list(list);
+  return {v.begin(), v.end()};
+}
+
+// Keeps only `keep`'s tasks of a result (all of them when `keep` is empty).
+void keep_tasks(metrics::ScoreTable& table, json& summary, const std::set<std::string>& keep) {
+  if (keep.empty()) return;
+  for (auto it = table.begin(); it != table.end();) it = keep.count(it->first) ? std::next(it) : table.erase(it);
+  if (!summary.contains("tasks")) return;
+  json kept = json::object();
+  for (auto it = summary["tasks"].begin(); it != summary["tasks"].end(); ++it)
+    if (keep.count(it.key())) kept[it.key()] = it.value();
+  summary["tasks"] = std::move(kept);
+}
+
+// --tasks: every named task must be in some result, or it is a typo.
+void check_kept_tasks(const std::set<std::string>& keep, const std::vector<Method>& methods, const std::string& cmd) {
+  for (const auto& t : keep) {
+    bool found = false;
+    for (const auto& m : methods)
+      for (const auto& table : m.tables) found = found || table.count(t) > 0;
+    if (!found) throw UsageError("eval " + cmd + ": --tasks names '" + t + "', which no result folder has");
+  }
+}
+
+Method read_method(const std::string& spec, const std::set<std::string>& keep = {}) {
   Method m;
   size_t from = 0;
   while (from <= spec.size()) {
@@ -100,7 +126,10 @@ Method read_method(const std::string& spec) {
     m.dirs.push_back(spec.substr(from, plus - from));
     from = plus + 1;
   }
-  for (const auto& d : m.dirs) m.tables.push_back(read_scores(d)), m.sums.push_back(read_summary(d));
+  for (const auto& d : m.dirs) {
+    m.tables.push_back(read_scores(d)), m.sums.push_back(read_summary(d));
+    keep_tasks(m.tables.back(), m.sums.back(), keep);
+  }
   m.joined = join_runs(m, m.tables.size());
   return m;
 }
@@ -164,7 +193,7 @@ bool method_has_warnings(const Method& m) {
 
 // `tlmoe eval table NAME=DIR...`: the runs side by side per task, then ARG for pairs of them.
 void run_table(const std::vector<std::string>& runs, const std::string& pairs_arg, const std::string& markdown,
-               const metrics::CompareOptions& co) {
+               const metrics::CompareOptions& co, const std::set<std::string>& keep) {
   std::vector<std::string> names, dirs;
   for (const auto& r : runs) {
     const auto eq = r.find('=');
@@ -192,10 +221,11 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
   std::vector<Method> methods;
   std::set<std::string> tasks;
   for (const auto& d : dirs) {
-    methods.push_back(read_method(d));
+    methods.push_back(read_method(d, keep));
     for (const auto& s : methods.back().sums)
       for (auto it = s["tasks"].begin(); it != s["tasks"].end(); ++it) tasks.insert(it.key());
   }
+  check_kept_tasks(keep, methods, "table");
   std::ostringstream txt, md;
   char buf[512];
   std::snprintf(buf, sizeof buf, "%-26s %-20s", "task", "metric");
@@ -274,7 +304,7 @@ void setup_eval(CLI::App& app) {
     int64_t max_examples = 0;
     std::string run_a, run_b, json_out;
     std::vector<std::string> table_runs;
-    std::string pairs, markdown;
+    std::string pairs, markdown, only_tasks;
     metrics::CompareOptions co;
   };
   auto o = std::make_shared<Opts>();
@@ -309,8 +339,11 @@ void setup_eval(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   compare->add_option("--seed", o->co.seed, "Seed of the permutation test and bootstrap")->capture_default_str();
+  compare->add_option("--tasks", o->only_tasks, "Comma-separated tasks: compare on these only (default every task)");
   compare->callback([o] {
-    const Method a = read_method(o->run_a), b = read_method(o->run_b);
+    const auto keep = split_set(o->only_tasks);
+    const Method a = read_method(o->run_a, keep), b = read_method(o->run_b, keep);
+    check_kept_tasks(keep, {a, b}, "compare");
     auto c = compare_methods(a, b, o->run_a, o->run_b, o->co);
     std::cout << metrics::format_comparison(c, o->run_a, o->run_b) << health_notes({o->run_a, o->run_b}, {a, b});
     if (!o->json_out.empty())
@@ -329,7 +362,10 @@ void setup_eval(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   table->add_option("--seed", o->co.seed, "Seed of the permutation test and bootstrap")->capture_default_str();
-  table->callback([o] { run_table(o->table_runs, o->pairs, o->markdown, o->co); });
+  table->add_option("--tasks", o->only_tasks,
+                    "Comma-separated tasks: compare on these only (for example the zero-shot-answerable ones that "
+                    "`tlmoe eval` lists); default every task");
+  table->callback([o] { run_table(o->table_runs, o->pairs, o->markdown, o->co, split_set(o->only_tasks)); });
 
   cmd->callback([cmd, o] {
     if (cmd->got_subcommand("compare") || cmd->got_subcommand("table")) return;

@@ -342,6 +342,7 @@ std::string cache_variant(const Config& cfg) {
   if (!t.model.empty()) return "spm-given-" + short_hash(t.model);
   std::ostringstream opts;
   opts << t.model_type << "|" << t.character_coverage << "|" << t.max_train_lines << "|" << cfg.data.task_prefix;
+  if (cfg.data.instruction) opts << "|instruction";  // absent when off: older caches keep their folder
   return "spm-" + cfg.data.upstream_source + "-" + std::to_string(t.vocab_size) + "-" + short_hash(opts.str());
 }
 

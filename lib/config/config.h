@@ -25,6 +25,7 @@ struct DataConfig {
   std::int64_t max_input_len;
   std::int64_t max_output_len;
   bool task_prefix;               // input text "[task] input" as the reference
+  bool instruction;               // the task's instruction (tasks.json) before its input
 };
 
 struct TokenizerConfig {

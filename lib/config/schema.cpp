@@ -252,6 +252,8 @@ void declare_data(Declarer& d) {
            "Maximum target length in tokens, <s> and </s> included.", range(4, 1 << 20));
   d.add<bool>("data.task_prefix", TLMOE_GET(data.task_prefix), true, pre,
               "Prefix every input with '[task] ' as the reference does.");
+  d.add<bool>("data.instruction", TLMOE_GET(data.instruction), false, pre,
+              "Put each task's instruction (tasks.json) before its input, after the [task] prefix: ' [task] {instruction} {input}'. Tasks without an instruction keep their input. With it, a classification task whose instruction names its label words can be answered zero-shot (docs/data.md).");
 
   // ---- tokenizer ----
   d.add<S>("tokenizer.kind", TLMOE_GET(tokenizer.kind), "sentencepiece", pre,

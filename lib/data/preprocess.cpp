@@ -108,14 +108,20 @@ std::vector<std::pair<std::string, std::vector<fs::path>>> upstream_text_files(c
   return out;
 }
 
+// What data.instruction puts before a task's inputs: its tasks.json instruction, or "".
+std::string instruction_for(const Config& cfg, const TaskTable& tasks, const std::string& task) {
+  if (!cfg.data.instruction || !tasks.contains(task)) return "";
+  return tasks.info(task).instruction;
+}
+
 // The text of a task's TSV files exactly as it will be tokenized (input_text / output_text, so
-// the task prefix is part of it): each example's input, then its outputs.
+// the task prefix and instruction are part of it): each example's input, then its outputs.
 std::vector<std::string> text_lines(const std::string& task, const std::vector<fs::path>& files,
-                                    bool task_prefix) {
+                                    bool task_prefix, const std::string& instruction) {
   std::vector<std::string> lines;
   for (const auto& f : files) {
     for (const auto& ex : read_tsv(f)) {
-      lines.push_back(input_text(task, ex.input, task_prefix));
+      lines.push_back(input_text(task, ex.input, task_prefix, instruction));
       for (const auto& o : ex.outputs) lines.push_back(output_text(o));
     }
   }
@@ -150,15 +156,16 @@ std::vector<std::string> spread_selection(std::vector<std::string> lines, std::i
 // At most tokenizer.max_train_lines lines of upstream text, chosen deterministically and
 // balanced across tasks (two passes over the files, so only one task's text is held at once).
 std::vector<std::string> tokenizer_training_lines(
-    const std::vector<std::pair<std::string, std::vector<fs::path>>>& by_task, std::int64_t cap,
-    bool task_prefix) {
+    const std::vector<std::pair<std::string, std::vector<fs::path>>>& by_task, const Config& cfg,
+    const TaskTable& tasks) {
+  const bool prefix = cfg.data.task_prefix;
   std::vector<std::int64_t> counts;
   for (const auto& [task, files] : by_task)
-    counts.push_back(static_cast<std::int64_t>(text_lines(task, files, task_prefix).size()));
-  const std::int64_t quota = per_task_quota(counts, cap);
+    counts.push_back(static_cast<std::int64_t>(text_lines(task, files, prefix, instruction_for(cfg, tasks, task)).size()));
+  const std::int64_t quota = per_task_quota(counts, cfg.tokenizer.max_train_lines);
   std::vector<std::string> lines;
   for (const auto& [task, files] : by_task) {
-    for (auto& l : spread_selection(text_lines(task, files, task_prefix), quota))
+    for (auto& l : spread_selection(text_lines(task, files, prefix, instruction_for(cfg, tasks, task)), quota))
       lines.push_back(std::move(l));
   }
   return lines;
@@ -184,7 +191,7 @@ json tokenizer_identity(const Config& cfg, const Dataset& d,
       files.push_back(
           {{"file", fs::relative(p, d.dir).generic_string()}, {"hash", io::fnv1a64_hex(io::read_file(p))}});
   }
-  return json{{"version", kTokenizerSidecarVersion},
+  json id{{"version", kTokenizerSidecarVersion},
               {"vocab_size", o.vocab_size},
               {"model_type", o.model_type},
               {"character_coverage", o.character_coverage},
@@ -195,6 +202,8 @@ json tokenizer_identity(const Config& cfg, const Dataset& d,
               {"upstream_source", cfg.data.upstream_source},
               {"task_prefix", cfg.data.task_prefix},
               {"files", files}};
+  if (cfg.data.instruction) id["instruction"] = true;  // absent when off: older tokenizers stay valid
+  return id;
 }
 
 // The previously trained model, if its sidecar says it was trained from exactly `identity`.
@@ -229,8 +238,8 @@ std::unique_ptr<text::SentencePieceTokenizer> reusable_tokenizer(const fs::path&
 
 std::unique_ptr<text::SentencePieceTokenizer> train_tokenizer(
     const Config& cfg, const std::vector<std::pair<std::string, std::vector<fs::path>>>& by_task,
-    const fs::path& model, std::ostream& log) {
-  const auto lines = tokenizer_training_lines(by_task, cfg.tokenizer.max_train_lines, cfg.data.task_prefix);
+    const TaskTable& tasks, const fs::path& model, std::ostream& log) {
+  const auto lines = tokenizer_training_lines(by_task, cfg, tasks);
   try {
     auto tok = text::SentencePieceTokenizer::train(lines, train_options(cfg), model);
     log << "tokenizer: trained " << model.string() << " on " << lines.size() << " lines of " << by_task.size()
@@ -284,7 +293,7 @@ TokenizerChoice prepare_tokenizer(const Config& cfg, const Dataset& d, const fs:
     return c;
   }
   before_change();
-  auto tok = train_tokenizer(cfg, by_task, c.path, log);
+  auto tok = train_tokenizer(cfg, by_task, d.tasks, c.path, log);
   io::write_file_atomic(sidecar,
                         json{{"identity", identity}, {"fingerprint", tok->fingerprint()}}.dump(1) + "\n");
   c.tokenizer = std::move(tok);
@@ -398,6 +407,7 @@ json manifest_json(const Config& cfg, const Dataset& d, const TokenizerChoice& t
                {{"max_input_len", cfg.data.max_input_len},
                 {"max_output_len", cfg.data.max_output_len},
                 {"task_prefix", cfg.data.task_prefix},
+                {"instruction", cfg.data.instruction},
                 {"upstream_source", cfg.data.upstream_source}}},
               {"token_cache_version", kTokenCacheVersion},
               {"tasks", tasks}};
@@ -434,6 +444,26 @@ std::string format_task_table(const std::vector<TaskSummary>& tasks) {
   return out.str();
 }
 
+namespace {
+
+// data.instruction on: which tasks have no instruction to put before their inputs.
+void log_missing_instructions(const Dataset& d, std::ostream& log) {
+  std::vector<std::string> missing;
+  for (const auto& task : d.splits.all)
+    if (!d.tasks.contains(task) || d.tasks.info(task).instruction.empty()) missing.push_back(task);
+  if (missing.empty()) {
+    log << "preprocess: every task's instruction goes before its inputs (data.instruction)\n";
+    return;
+  }
+  log << "warning: data.instruction: " << missing.size() << " of " << d.splits.all.size()
+      << " tasks have no instruction in " << d.tasks.source() << " and keep their inputs as they are:";
+  for (std::size_t i = 0; i < missing.size() && i < 10; ++i) log << " " << missing[i];
+  if (missing.size() > 10) log << " …";
+  log << "\n";
+}
+
+}  // namespace
+
 PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
   check_options(cfg);
   const Dataset d = load_dataset(cfg);
@@ -442,6 +472,7 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
   const fs::path manifest_path = report.cache_dir / "manifest.json";
   log << "preprocess: " << d.splits.all.size() << " tasks (train " << d.splits.train.size() << ", dev "
       << d.splits.dev.size() << ", test " << d.splits.test.size() << ") in " << d.dir.string() << "\n";
+  if (cfg.data.instruction) log_missing_instructions(d, log);
 
   // manifest.json describes a complete, consistent cache; it goes before the first change.
   bool changed = false;
@@ -468,6 +499,7 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
   caches.reserve(jobs.size());
   for (const auto& job : jobs) {
     const std::string bytes = io::read_file(job.source);
+    opts.instruction = instruction_for(cfg, d.tasks, job.task);
     TokenCacheKey key{job.task, io::fnv1a64_hex(bytes), tc.tokenizer->fingerprint(), opts};
     if (auto m = up_to_date(job, key, log)) {
       caches.push_back(std::move(*m));

@@ -3,6 +3,7 @@
 #include "common/strings.h"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <stdexcept>
 #include <system_error>
@@ -375,6 +376,49 @@ std::map<std::string, std::string> task_metrics(const std::filesystem::path& tas
   std::map<std::string, std::string> m;
   for (const auto& name : table.names()) m[name] = table.info(name).metric;
   return m;
+}
+
+// ---- zero-shot answerability --------------------------------------------------------------------
+
+bool contains_word(std::string_view text, std::string_view phrase) {
+  if (phrase.empty() || phrase.size() > text.size()) return false;
+  auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+  auto word_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  for (std::size_t at = 0; at + phrase.size() <= text.size(); ++at) {
+    bool same = true;
+    for (std::size_t i = 0; same && i < phrase.size(); ++i) same = lower(text[at + i]) == lower(phrase[i]);
+    if (!same) continue;
+    const bool left_ok = at == 0 || !word_char(text[at - 1]);
+    const std::size_t end = at + phrase.size();
+    if (left_ok && (end == text.size() || !word_char(text[end]))) return true;
+  }
+  return false;
+}
+
+std::map<std::string, std::string> zero_shot_answerable(const TaskTable& tasks, const TaskSplits& splits,
+                                                        bool instruction_in_input) {
+  std::set<std::string> seen;
+  for (const auto& t : splits.train)
+    if (tasks.contains(t))
+      for (const auto& l : tasks.info(t).labels) seen.insert(l);
+  std::map<std::string, std::string> out;
+  for (const auto* part : {&splits.dev, &splits.test}) {
+    for (const auto& t : *part) {
+      if (!tasks.contains(t) || tasks.info(t).labels.empty()) continue;
+      const TaskInfo& info = tasks.info(t);
+      bool all_known = true, any_seen = false, any_named = false;
+      for (const auto& l : info.labels) {
+        const bool is_seen = seen.count(l) > 0;
+        const bool named = instruction_in_input && contains_word(info.instruction, l);
+        any_seen = any_seen || is_seen;
+        any_named = any_named || (named && !is_seen);
+        all_known = all_known && (is_seen || named);
+      }
+      if (!all_known) continue;
+      out[t] = any_named ? (any_seen ? "seen answers and the instruction" : "named in the instruction") : "seen answers";
+    }
+  }
+  return out;
 }
 
 }  // namespace tlmoe::data

@@ -113,4 +113,18 @@ Ontology load_ontology(const std::filesystem::path& path);
 // task -> CrossFit metric name, from tasks.json (either of its two formats).
 std::map<std::string, std::string> task_metrics(const std::filesystem::path& tasks_file);
 
+// ---- zero-shot answerability (docs/data.md "Zero-shot-answerable tasks") ---------------------
+// An unseen (dev or test) classification task is answerable zero-shot in principle when a model
+// can know every one of its label words without seeing the task: each label is an answer some
+// upstream ("train") task trains on, or, with `instruction_in_input` (data.instruction), a whole
+// word or phrase of the task's instruction (case-insensitive). Tasks without labels (free-form
+// answers) are never counted. Returns task -> "seen answers" | "named in the instruction" |
+// "seen answers and the instruction", for the answerable tasks only.
+std::map<std::string, std::string> zero_shot_answerable(const TaskTable& tasks, const TaskSplits& splits,
+                                                        bool instruction_in_input);
+
+// True when `phrase` occurs in `text` case-insensitively with no letter, digit or '_' on
+// either side ("no" is in "Answer no." but not in "not").
+bool contains_word(std::string_view text, std::string_view phrase);
+
 }  // namespace tlmoe::data

@@ -77,7 +77,7 @@ class Reader {
 // ---- manifest JSON ------------------------------------------------------------------------------
 
 json manifest_to_json(const TokenCacheManifest& m) {
-  return json{{"format", "tlmoe token cache"},
+  json j{{"format", "tlmoe token cache"},
               {"version", kTokenCacheVersion},
               {"source", m.source},
               {"task", m.key.task},
@@ -88,6 +88,8 @@ json manifest_to_json(const TokenCacheManifest& m) {
               {"task_prefix", m.key.options.task_prefix},
               {"stats", m.stats},
               {"body_hash", m.body_hash}};
+  if (!m.key.options.instruction.empty()) j["instruction"] = m.key.options.instruction;  // absent: none
+  return j;
 }
 
 TokenCacheManifest manifest_from_json(std::string_view text, const std::string& file) {
@@ -101,6 +103,7 @@ TokenCacheManifest manifest_from_json(std::string_view text, const std::string& 
     m.key.options.max_input_len = j.at("max_input_len").get<std::int64_t>();
     m.key.options.max_output_len = j.at("max_output_len").get<std::int64_t>();
     m.key.options.task_prefix = j.at("task_prefix").get<bool>();
+    m.key.options.instruction = j.value("instruction", std::string());
     m.stats = j.at("stats").get<TokenStats>();
     m.body_hash = j.at("body_hash").get<std::string>();
     return m;
@@ -203,13 +206,16 @@ void TokenStats::add(const TokenStats& o) {
 bool TokenCacheKey::operator==(const TokenCacheKey& o) const {
   return task == o.task && source_hash == o.source_hash && tokenizer_fingerprint == o.tokenizer_fingerprint &&
          options.max_input_len == o.options.max_input_len &&
-         options.max_output_len == o.options.max_output_len && options.task_prefix == o.options.task_prefix;
+         options.max_output_len == o.options.max_output_len && options.task_prefix == o.options.task_prefix &&
+         options.instruction == o.options.instruction;
 }
 
 // ---- tokenization -----------------------------------------------------------------------------
 
-std::string input_text(const std::string& task, const std::string& input, bool task_prefix) {
-  return task_prefix ? " [" + task + "] " + input : input;
+std::string input_text(const std::string& task, const std::string& input, bool task_prefix,
+                       const std::string& instruction) {
+  const std::string body = instruction.empty() ? input : instruction + " " + input;
+  return task_prefix ? " [" + task + "] " + body : body;
 }
 
 std::string output_text(const std::string& output) { return " " + output; }
@@ -245,7 +251,7 @@ TokenCache tokenize_examples(const std::vector<TsvExample>& examples, const text
     TokenizedExample out;
     bool cut = false, any_cut = false;
     std::int64_t raw_len = 0;
-    out.input_ids = tokenize_sequence(tok, input_text(task, ex.input, options.task_prefix),
+    out.input_ids = tokenize_sequence(tok, input_text(task, ex.input, options.task_prefix, options.instruction),
                                       options.max_input_len, &cut, &raw_len);
     s.truncated_inputs += cut;
     any_cut = cut;

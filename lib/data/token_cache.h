@@ -1,7 +1,8 @@
 // Token caches: one tokenized TSV file in a compact, versioned binary file (`.tok`).
 //
 // Tokenization (docs/method.md §6.1):
-//   input  text = " [" + task + "] " + input   (data.task_prefix; else input as is)
+//   input  text = " [" + task + "] " + input   (data.task_prefix; else input as is); with
+//                 data.instruction, input is preceded by the task's instruction and a space
 //   output text = " " + output                 (one sequence per gold answer)
 //   ids = <s> encode(text) </s>; a sequence longer than the maximum is cut to max-1 ids and
 //   </s> appended again, so every sequence ends with </s>. Cut sequences are counted.
@@ -43,6 +44,7 @@ struct TokenizeOptions {
   std::int64_t max_input_len = 512;  // including <s> and </s>; >= 2
   std::int64_t max_output_len = 64;  // including <s> and </s>; >= 2
   bool task_prefix = true;           // input text " [task] input"
+  std::string instruction;           // put before the input ("" = none): " [task] instruction input"
 };
 
 // One tokenized example.
@@ -96,7 +98,8 @@ struct TokenCache {
 };
 
 // The text that is tokenized for an input / an output (docs/method.md §6.1).
-std::string input_text(const std::string& task, const std::string& input, bool task_prefix);
+std::string input_text(const std::string& task, const std::string& input, bool task_prefix,
+                       const std::string& instruction = "");
 std::string output_text(const std::string& output);
 
 // <s> encode(text) </s>, cut to max_len (>= 2) keeping the final </s>; `truncated` tells

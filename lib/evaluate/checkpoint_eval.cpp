@@ -163,16 +163,27 @@ json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
                   {"complete", false}, {"tasks", json::object()}, {"mean_over_tasks", nullptr},
                   {"generation", model::describe_generation(s.cfg)},
                   {"upstream_health", metrics::report_upstream_health(opts.checkpoint, log)}};
-  double sum = 0;
-  int64_t n = 0;
+  const auto answerable = data::zero_shot_answerable(
+      data::load_tasks(s.man.at("tasks_file").get<std::string>()), s.splits, s.cfg.data.instruction);
+  json answerable_here = json::object();
+  for (const auto& t : tasks)
+    if (answerable.count(t)) answerable_here[t] = answerable.at(t);
+  if (!answerable_here.empty()) summary["zero_shot_answerable"] = answerable_here;
+  double sum = 0, sum_answerable = 0;
+  int64_t n = 0, n_answerable = 0;
   auto write = [&] {
     summary["mean_over_tasks"] = n ? json(sum / static_cast<double>(n)) : json(nullptr);
+    if (!answerable_here.empty())
+      summary["mean_over_answerable"] = n_answerable ? json(sum_answerable / static_cast<double>(n_answerable)) : json(nullptr);
     if (!opts.out_dir.empty()) io::write_file_atomic(fs::path(opts.out_dir) / "summary.json", safe_dump(summary, 1) + "\n");
   };
   for (const auto& t : tasks) {
     // Each finished task is in summary.json at once: a later failure loses nothing finished.
     json entry = evaluate_task(s, opts, t, log);
-    if (entry.at("mean").is_number()) sum += entry.at("mean").get<double>(), ++n;
+    if (entry.at("mean").is_number()) {
+      sum += entry.at("mean").get<double>(), ++n;
+      if (answerable.count(t)) sum_answerable += entry.at("mean").get<double>(), ++n_answerable;
+    }
     summary["tasks"][t] = std::move(entry);
     write();
   }
@@ -196,6 +207,15 @@ std::string format_eval_summary(const json& summary) {
   }
   const json& m = summary.at("mean_over_tasks");
   s << "mean over tasks: " << (m.is_number() ? std::to_string(m.get<double>()) : std::string("nan")) << "\n";
+  if (summary.contains("zero_shot_answerable")) {
+    const json& a = summary.at("zero_shot_answerable");
+    const json& ma = summary.value("mean_over_answerable", json(nullptr));
+    s << "mean over the " << a.size() << " zero-shot-answerable tasks (every label seen upstream or named in the instruction): "
+      << (ma.is_number() ? std::to_string(ma.get<double>()) : std::string("nan")) << "\n  ";
+    for (auto it = a.begin(); it != a.end(); ++it)
+      s << (it == a.begin() ? "" : ", ") << it.key() << " (" << it.value().get<std::string>() << ")";
+    s << "\n";
+  }
   return s.str();
 }
 

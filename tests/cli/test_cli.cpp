@@ -174,6 +174,17 @@ TEST_CASE("eval compare and eval table report ARG on hand-made result tables", "
   CHECK(run_tlmoe("eval compare " + (d / "a").string() + " " + (d / "missing").string()).exit_code == 2);
   CHECK(run_tlmoe("eval table justaname").exit_code == 2);
 
+  // --tasks restricts both to the named tasks: t1 alone gives ARG = RG(t1) = +25 %
+  t = run_tlmoe("eval table base=" + (d / "b").string() + " new=" + (d / "a").string() + " --tasks t1");
+  INFO(t.output);
+  CHECK(t.exit_code == 0);
+  CHECK_THAT(t.output, Catch::Contains("ARG new over base: +25.0% over 1 tasks") && !Catch::Contains("\nt2 "));
+  r = run_tlmoe("eval compare " + (d / "a").string() + " " + (d / "b").string() + " --tasks t1");
+  CHECK_THAT(r.output, Catch::Contains("+25.0") && !Catch::Contains("-12.5"));
+  r = run_tlmoe("eval table base=" + (d / "b").string() + " new=" + (d / "a").string() + " --tasks t1,t3");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("--tasks names 't3', which no result folder has"));
+
   // a run built on an unhealthy upstream model is marked and its warnings listed
   std::string sick = summary({{"t1", {{13, 0.6}, {42, 0.4}}}, {"t2", {{13, 0.3}, {42, 0.3}}}});
   sick.insert(1, R"("upstream_health": {"verdict": "collapsed", "warnings": ["upstream model collapsed on 1 dev task(s) (one answer for most inputs): t9"]}, )");

@@ -296,4 +296,29 @@ TEST_CASE("evaluate_checkpoint scores seen and unseen tasks and writes predictio
     CHECK(s["tasks"][task]["mean"].get<double>() == Approx(static_cast<double>(hits) / n));
   }
   CHECK(fs::exists(t.dir / "ev/summary.json"));
+  CHECK_FALSE(s.contains("zero_shot_answerable"));  // no task lists labels: none is known answerable
+}
+
+TEST_CASE("evaluate_checkpoint reports the zero-shot-answerable unseen tasks separately", "[adapt][eval]") {
+  Tiny t;
+  train_dense_source(t);
+  // every answer of every task is one of kWords: declared as labels, "second" answers with
+  // words the upstream task "first" answers with, so it is answerable (seen answers)
+  json words = tlmoe::test::kWords;
+  tlmoe::test::write_text(t.dir / "data/tasks.json",
+                          json{{"first", {{"metric", "EM"}, {"labels", words}}},
+                               {"last", {{"metric", "EM"}}},
+                               {"second", {{"metric", "EM"}, {"labels", words}}}}.dump());
+  tlmoe::evaluate::CheckpointEvalOptions o;
+  o.cfg = t.config();
+  o.checkpoint = (t.dir / "dense/last").string();
+  o.partitions = {"train", "test"};
+  std::ostringstream log;
+  o.log = &log;
+  json s = tlmoe::evaluate::evaluate_checkpoint(o);
+  CHECK(s["zero_shot_answerable"] == json{{"second", "seen answers"}});  // "first" is seen, not zero-shot
+  CHECK(s["mean_over_answerable"].get<double>() == s["tasks"]["second"]["mean"].get<double>());
+  const std::string text = tlmoe::evaluate::format_eval_summary(s);
+  CHECK(text.find("mean over the 1 zero-shot-answerable tasks") != std::string::npos);
+  CHECK(text.find("second (seen answers)") != std::string::npos);
 }

@@ -164,6 +164,17 @@ TEST_CASE("token cache: hand-checked ids, truncation keeps </s>, counts", "[prep
 
   o.task_prefix = false;
   CHECK(tokenize_examples(examples, tok, "tk", o).examples[0].input_ids == Ids{0, 11, 12, 2});
+
+  // an instruction goes after the prefix and before the input: " [tk] say yes a bb"
+  o.max_input_len = 16;
+  o.instruction = "say yes";
+  CHECK(tokenize_examples(examples, tok, "tk", o).examples[0].input_ids == Ids{0, 13, 13, 11, 12, 2});
+  o.task_prefix = true;
+  TokenCache with = tokenize_examples(examples, tok, "tk", o);
+  CHECK(with.examples[0].input_ids == Ids{0, 104, 13, 13, 11, 12, 2});
+  CHECK(with.examples[0].output_ids[0] == Ids{0, 13, 2});  // outputs never carry it
+  CHECK(input_text("tk", "a bb", true, "say yes") == " [tk] say yes a bb");
+  CHECK(input_text("tk", "a bb", false, "") == "a bb");
 }
 
 TEST_CASE("token cache: binary layout, round trip, damaged and old files", "[preprocess]") {
@@ -409,4 +420,39 @@ TEST_CASE("preprocess: an explicit tokenizer.model is used as is, full upstream 
 
   cfg.tokenizer.model = (g.dir / "missing.model").string();
   CHECK_THROWS_WITH(run(cfg), Catch::Contains("missing.model: tokenizer model does not exist"));
+}
+
+TEST_CASE("preprocess: data.instruction puts each task's instruction before its inputs, in its own cache", "[preprocess]") {
+  TinyGym g;
+  write_text(g.dir / "tasks.json",
+             R"({"t-a": {"metric": "EM", "instruction": "copy it"}, "t-b": {"metric": "ACC"},
+                 "t-c": {"metric": "Classification-F1", "instruction": "say happy or sad"}})");
+  auto plain = g.config();
+  plain.data.max_input_len = 64;
+  run(plain);
+  auto cfg = plain;
+  cfg.data.instruction = true;
+  const fs::path plain_cache = tlmoe::cache_dir(plain), cache = tlmoe::cache_dir(cfg);
+  CHECK(plain_cache != cache);  // another tokenizer text: its own folder, the plain one untouched
+  const auto plain_files = cache_files(plain_cache);
+  std::string log;
+  PreprocessReport r = run(cfg, &log);
+  CHECK(r.tokenizer_trained);
+  CHECK(cache_files(plain_cache) == plain_files);
+  CHECK(log.find("1 of 3 tasks have no instruction") != std::string::npos);
+  CHECK(log.find("t-b") != std::string::npos);
+
+  // t-c's first input, re-tokenized by hand with the trained tokenizer, equals the cache
+  auto tok = load_tokenizer(cfg);
+  const auto examples = read_tsv(g.dir / "t-c" / "t-c_4_13_train.tsv");
+  bool cut = false;
+  std::int64_t raw = 0;
+  const auto expect = tokenize_sequence(*tok, " [t-c] say happy or sad " + examples[0].input, 64, &cut, &raw);
+  const TokenCache c = read_token_cache(fs::path(tlmoe::cache_dir(cfg)) / "tokens" / "t-c" / "t-c_4_13_train.tok");
+  CHECK(c.examples[0].input_ids == expect);
+  CHECK(c.manifest.key.options.instruction == "say happy or sad");
+  const TokenCache b = read_token_cache(fs::path(tlmoe::cache_dir(cfg)) / "tokens" / "t-b" / "t-b_4_13_train.tok");
+  CHECK(b.manifest.key.options.instruction.empty());
+  CHECK(nlohmann::json::parse(read_text(cache / "manifest.json")).at("options").at("instruction") == true);
+  CHECK(run(cfg).files_built == 0);  // and a second run reuses all of it
 }

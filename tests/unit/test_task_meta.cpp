@@ -221,3 +221,41 @@ TEST_CASE("layout: k-shot splits sorted by prefix, full files, and missing piece
   CHECK_THROWS_WITH(check_dataset(d / "nowhere", s),
                     Catch::Contains("data directory (data.dir) does not exist"));
 }
+
+TEST_CASE("contains_word: whole words and phrases, case-insensitive", "[data]") {
+  CHECK(contains_word("Answer no if it does not.", "no"));
+  CHECK_FALSE(contains_word("It is not here.", "no"));
+  CHECK(contains_word("Acceptable or UNACCEPTABLE?", "unacceptable"));
+  CHECK_FALSE(contains_word("unacceptable", "acceptable"));  // a suffix is not the word
+  CHECK(contains_word("say very positive, please", "very positive"));
+  CHECK_FALSE(contains_word("not_entailment", "entailment"));  // '_' joins a word
+  CHECK_FALSE(contains_word("", "x"));
+  CHECK_FALSE(contains_word("x", ""));
+}
+
+TEST_CASE("zero_shot_answerable: labels seen upstream or named in the instruction", "[data]") {
+  TempDir d;
+  write_text(d / "tasks.json", R"({
+    "up-nli": {"metric": "ACC", "labels": ["yes", "no"]},
+    "up-sent": {"metric": "ACC", "labels": ["positive", "negative"]},
+    "up-qa": {"metric": "EM"},
+    "t-yesno": {"metric": "ACC", "labels": ["no", "yes"], "instruction": "Is it so?"},
+    "t-named": {"metric": "ACC", "labels": ["good", "evil"], "instruction": "Answer good or evil."},
+    "t-mixed": {"metric": "ACC", "labels": ["positive", "mixed"], "instruction": "positive or mixed?"},
+    "t-half": {"metric": "ACC", "labels": ["yes", "maybe"], "instruction": "Answer yes or no."},
+    "t-free": {"metric": "EM", "instruction": "Copy the word yes."},
+    "d-named": {"metric": "ACC", "labels": ["red", "blue"], "instruction": "Red or blue?"}})");
+  write_text(d / "splits.json",
+             R"({"all": ["up-nli", "up-sent", "up-qa", "t-yesno", "t-named", "t-mixed", "t-half", "t-free", "d-named"],
+                 "train": ["up-nli", "up-sent", "up-qa"], "dev": ["d-named"],
+                 "test": ["t-yesno", "t-named", "t-mixed", "t-half", "t-free"]})");
+  const TaskTable tasks = load_tasks(d / "tasks.json");
+  const TaskSplits splits = load_splits(d / "splits.json");
+  // without instructions in the input only a task whose every label is an upstream answer counts
+  CHECK(zero_shot_answerable(tasks, splits, false) == std::map<std::string, std::string>{{"t-yesno", "seen answers"}});
+  const std::map<std::string, std::string> expect = {{"d-named", "named in the instruction"},
+                                                     {"t-mixed", "seen answers and the instruction"},
+                                                     {"t-named", "named in the instruction"},
+                                                     {"t-yesno", "seen answers"}};
+  CHECK(zero_shot_answerable(tasks, splits, true) == expect);  // t-half: "maybe" is nowhere; t-free: no labels
+}
