@@ -18,6 +18,9 @@
 #   STUDY_JOBS    steps run at once, one thread each (default: the number of cores)
 #   STUDY_OUT     output folder (default runs/study)
 #   STUDY_SET     extra --set items for every command, e.g. "train.steps=40 adapt.steps=4" (a smoke run)
+#   STUDY_METHODS the upstream methods to run (default all: "vanilla tlmoe average task_random
+#                 instance_random stage2"); tlmoe needs vanilla, stage2 needs tlmoe. Direct
+#                 fine-tuning always runs; the routing analysis runs when tlmoe does.
 set -euo pipefail
 tlmoe="$(realpath "${1:-build/tlmoe}")"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,7 +31,15 @@ results_copy="${STUDY_RESULTS-docs/results/study.md}"
 cfg=configs/study
 sets=(--set "data.dir=$out/gym")
 for s in ${STUDY_SET:-}; do sets+=(--set "$s"); done
-methods=(vanilla tlmoe average task_random instance_random stage2)
+all_methods=(vanilla tlmoe average task_random instance_random stage2)
+methods=()
+for m in ${STUDY_METHODS:-${all_methods[*]}}; do
+  case " ${all_methods[*]} " in *" $m "*) methods+=("$m") ;;
+    *) echo "study: unknown method '$m' in STUDY_METHODS (expected some of: ${all_methods[*]})" >&2; exit 2 ;; esac
+done
+has() { case " ${methods[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
+if has tlmoe && ! has vanilla; then echo "study: STUDY_METHODS: tlmoe needs vanilla (its TextEmb source)" >&2; exit 2; fi
+if has stage2 && ! has tlmoe; then echo "study: STUDY_METHODS: stage2 needs tlmoe (its router)" >&2; exit 2; fi
 mkdir -p "$out/logs"
 t0=$(date +%s)
 times="$out/logs/stages.tsv"   # stage, seconds: appended by every invocation; results.md sums them
@@ -90,15 +101,17 @@ stage "gym and preprocess"
 "$tlmoe" preprocess --config "$cfg/vanilla.yaml" "${sets[@]}" > "$out/logs/preprocess.log"
 
 stage "upstream: vanilla, average, task_random, instance_random"
-for s in "${seeds[@]}"; do for m in vanilla average task_random instance_random; do train_step "$m" "$s"; done; done
+for s in "${seeds[@]}"; do for m in vanilla average task_random instance_random; do
+  if has "$m"; then train_step "$m" "$s"; fi
+done; done
 pool_wait
 
 stage "upstream: TL-MoE (TextEmb of the same seed's vanilla model)"
-for s in "${seeds[@]}"; do train_step tlmoe "$s"; done
+if has tlmoe; then for s in "${seeds[@]}"; do train_step tlmoe "$s"; done; fi
 pool_wait
 
 stage "upstream: two-stage recipe, stage 2 (under the same seed's TL-MoE router)"
-for s in "${seeds[@]}"; do train_step stage2 "$s"; done
+if has stage2; then for s in "${seeds[@]}"; do train_step stage2 "$s"; done; fi
 pool_wait
 
 stage "few-shot adaptation on the unseen tasks"
@@ -122,6 +135,7 @@ pool_wait
 stage "routing analysis of TL-MoE per seed (and agreement with the first seed)"
 first="${seeds[0]}"
 for s in "${seeds[@]}"; do
+  has tlmoe || break
   compare=()
   [ "$s" = "$first" ] || compare=(--compare "$out/s$first/tlmoe/best")
   pool_add "analysis_s$s" "$out/analysis/s$s" "$tlmoe" analyze-routes --config "$cfg/tlmoe.yaml" "${sets[@]}" \
@@ -131,7 +145,7 @@ pool_wait
 
 stage "results"
 stage end
-STUDY_JOBS="$jobs_max" python3 scripts/write_study.py "$tlmoe" "$out" "$(( $(date +%s) - t0 ))" "${seeds[@]}" > "$out/results.md.tmp"
+STUDY_JOBS="$jobs_max" STUDY_METHODS="${methods[*]}" python3 scripts/write_study.py "$tlmoe" "$out" "$(( $(date +%s) - t0 ))" "${seeds[@]}" > "$out/results.md.tmp"
 mv "$out/results.md.tmp" "$out/results.md"
 if [ -n "$results_copy" ]; then
   mkdir -p "$(dirname "$results_copy")"
