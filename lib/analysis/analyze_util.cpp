@@ -218,6 +218,7 @@ TaskMeta task_meta(const Config& cfg, const std::vector<std::string>& tasks, std
   std::size_t from_ontology = 0, from_tasks = 0;
   if (fs::exists(onto_path)) {
     const auto onto = data::load_ontology(onto_path);
+    data::print_notes(onto.notes, log);
     for (std::size_t i = 0; i < n; ++i)
       if (onto.contains(tasks[i])) {
         meta.top[i] = onto.of(tasks[i]).top;

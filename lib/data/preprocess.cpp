@@ -472,6 +472,8 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
   const fs::path manifest_path = report.cache_dir / "manifest.json";
   log << "preprocess: " << d.splits.all.size() << " tasks (train " << d.splits.train.size() << ", dev "
       << d.splits.dev.size() << ", test " << d.splits.test.size() << ") in " << d.dir.string() << "\n";
+  print_notes(d.splits.notes, log);
+  print_notes(d.tasks.notes(), log);
   if (cfg.data.instruction) log_missing_instructions(d, log);
 
   // manifest.json describes a complete, consistent cache; it goes before the first change.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <set>
 #include <stdexcept>
 #include <system_error>
@@ -41,6 +42,31 @@ std::size_t line_of_key(const std::string& text, const std::string& key, std::si
     if (q < text.size() && text[q] == ':') return line_at(text, p);
   }
   return 0;
+}
+
+// Every problem of a file, so that one run reports all of them: one problem keeps the usual
+// "file:line: message" form; several become "file: N problems:" and a line each.
+struct Problems {
+  std::string file;
+  std::vector<std::pair<std::size_t, std::string>> list;
+  void add(std::size_t line, std::string msg) { list.emplace_back(line, std::move(msg)); }
+  void throw_if_any() const {
+    if (list.empty()) return;
+    if (list.size() == 1) throw DataError(file, list[0].first, list[0].second);
+    std::string msg = std::to_string(list.size()) + " problems:";
+    for (const auto& [line, m] : list) msg += "\n  " + (line ? "line " + std::to_string(line) + ": " : std::string()) + m;
+    throw DataError(file, 0, msg);
+  }
+};
+
+// The known name `field` is probably a misspelling of, or "" (edit distance 1 or 2, at most
+// half the known name's length).
+std::string near_name(const std::string& field, const std::vector<std::string>& known) {
+  for (const auto& k : known) {
+    const std::size_t d = edit_distance(field, k);
+    if (d > 0 && d <= 2 && 2 * d <= k.size()) return k;
+  }
+  return "";
 }
 
 // nlohmann's message is "[json.exception.parse_error.101] parse error at line 3, column 5: what";
@@ -83,26 +109,31 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   return out;
 }
 
-// A list of task names (one value of splits.json).
-std::vector<std::string> task_list(const JsonDoc& doc, const std::string& key) {
+// A list of task names (one value of splits.json); its problems go to `p`.
+std::vector<std::string> task_list(const JsonDoc& doc, const std::string& key, Problems& p) {
   const std::size_t line = line_of_key(doc.text, key);
   const json& v = doc.value.at(key);
-  if (!v.is_array())
-    throw DataError(doc.file, line, "\"" + key + "\" must be a list of task names, got " + json_type(v));
+  if (!v.is_array()) {
+    p.add(line, "\"" + key + "\" must be a list of task names, got " + json_type(v));
+    return {};
+  }
   std::vector<std::string> out;
   std::set<std::string> seen;
   for (std::size_t i = 0; i < v.size(); ++i) {
-    if (!v[i].is_string())
-      throw DataError(
-          doc.file, line,
-          "\"" + key + "\" entry " + std::to_string(i + 1) + " must be a string, got " + json_type(v[i]));
+    const std::string entry = "\"" + key + "\" entry " + std::to_string(i + 1);
+    if (!v[i].is_string()) {
+      p.add(line, entry + " must be a string, got " + json_type(v[i]));
+      continue;
+    }
     std::string name = v[i].get<std::string>();
-    if (!is_valid_task_name(name))
-      throw DataError(
-          doc.file, line,
-          "\"" + key + "\" entry " + std::to_string(i + 1) + ": invalid task name '" + name + "'");
-    if (!seen.insert(name).second)
-      throw DataError(doc.file, line, "\"" + key + "\" lists '" + name + "' twice");
+    if (!is_valid_task_name(name)) {
+      p.add(line, entry + ": invalid task name '" + name + "'");
+      continue;
+    }
+    if (!seen.insert(name).second) {
+      p.add(line, "\"" + key + "\" lists '" + name + "' twice");
+      continue;
+    }
     out.push_back(std::move(name));
   }
   return out;
@@ -126,33 +157,81 @@ void check_metric(const JsonDoc& doc, const std::string& task, const std::string
         "task '" + task + "': unknown metric '" + metric + "' (expected one of " + join(known, ", ") + ")");
 }
 
-TaskInfo task_from_object(const JsonDoc& doc, const std::string& task, const json& entry, std::size_t line) {
-  static const std::set<std::string> kFields = {"category", "sub_category", "metric", "labels",
-                                                "instruction"};
+// Fields of a task entry that tlmoe does not use, by field name -> tasks (MetaNotes).
+using Unknown = std::map<std::string, std::vector<std::string>>;
+
+const std::vector<std::string>& known_task_fields() {
+  static const std::vector<std::string> k = {"category", "sub_category", "metric", "labels", "instruction"};
+  return k;
+}
+
+// "labels": a list of strings; null is an empty list.
+std::vector<std::string> labels_field(const json& entry, const std::string& task, std::size_t line, Problems& p) {
+  std::vector<std::string> out;
+  auto it = entry.find("labels");
+  if (it == entry.end() || it->is_null()) return out;
+  bool ok = it->is_array();
+  if (ok)
+    for (const auto& l : *it) ok = ok && l.is_string();
+  if (!ok) {
+    p.add(line, "task '" + task + "': \"labels\" must be a list of strings (or null), got " + it->dump());
+    return out;
+  }
+  for (const auto& l : *it) out.push_back(l.get<std::string>());
+  return out;
+}
+
+TaskInfo task_from_object(const JsonDoc& doc, const std::string& task, const json& entry, std::size_t line,
+                          Problems& p, Unknown& unknown) {
   for (const auto& [field, value] : entry.items()) {
-    if (!kFields.count(field))
-      throw DataError(doc.file, line,
-                      "task '" + task + "': unknown field \"" + field +
-                          "\" (expected category, sub_category, metric, labels, instruction)");
+    const auto& known = known_task_fields();
+    if (std::find(known.begin(), known.end(), field) == known.end()) unknown[field].push_back(task);
   }
   TaskInfo info;
   info.name = task;
-  info.category = get_string_field(doc, entry, task, "category", line);
-  info.sub_category = get_string_field(doc, entry, task, "sub_category", line);
-  info.instruction = get_string_field(doc, entry, task, "instruction", line);
-  if (!entry.contains("metric")) throw DataError(doc.file, line, "task '" + task + "': missing \"metric\"");
-  info.metric = get_string_field(doc, entry, task, "metric", line);
-  check_metric(doc, task, info.metric, line);
-  if (auto it = entry.find("labels"); it != entry.end()) {
-    if (!it->is_array())
-      throw DataError(doc.file, line, "task '" + task + "': \"labels\" must be a list of strings");
-    for (const auto& l : *it) {
-      if (!l.is_string())
-        throw DataError(doc.file, line, "task '" + task + "': \"labels\" must be a list of strings");
-      info.labels.push_back(l.get<std::string>());
+  auto text = [&](const std::string& field) {
+    try {
+      return get_string_field(doc, entry, task, field, line);
+    } catch (const DataError&) {
+      p.add(line, "task '" + task + "': \"" + field + "\" must be a string, got " + json_type(entry.at(field)));
+      return std::string();
     }
+  };
+  info.category = text("category");
+  info.sub_category = text("sub_category");
+  info.instruction = text("instruction");
+  if (!entry.contains("metric")) {
+    std::string near;
+    for (const auto& [field, value] : entry.items())
+      if (near_name(field, {"metric"}) == "metric") near = field;
+    p.add(line, "task '" + task + "': missing \"metric\"" + (near.empty() ? "" : " (is \"" + near + "\" a misspelling of it?)"));
+  } else {
+    info.metric = text("metric");
+    const auto& k = known_metrics();
+    if (entry.at("metric").is_string() && std::find(k.begin(), k.end(), info.metric) == k.end())
+      p.add(line, "task '" + task + "': unknown metric '" + info.metric + "' (expected one of " + join(k, ", ") + ")");
   }
+  info.labels = labels_field(entry, task, line, p);
   return info;
+}
+
+// What the loaders noticed but accepted: unknown fields (debug) and likely misspellings (warning).
+void note_unknown_fields(const Unknown& unknown, MetaNotes& notes, const std::string& file) {
+  std::vector<std::string> ignored;
+  for (const auto& [field, tasks] : unknown) {
+    const std::string near = near_name(field, known_task_fields());
+    if (near.empty()) {
+      ignored.push_back("\"" + field + "\" (" + std::to_string(tasks.size()) + " tasks)");
+      continue;
+    }
+    std::string where;
+    for (std::size_t i = 0; i < tasks.size() && i < 3; ++i) where += (i ? ", " : "") + tasks[i];
+    if (tasks.size() > 3) where += ", … (" + std::to_string(tasks.size()) + " tasks)";
+    notes.warnings.push_back(file + ": field \"" + field + "\" is not one tlmoe reads; did you mean \"" + near +
+                             "\"? Ignored in " + where);
+  }
+  if (!ignored.empty())
+    notes.debug.push_back(file + ": fields tlmoe does not use, kept in the file and ignored: " + join(ignored, ", "));
 }
 
 }  // namespace
@@ -179,27 +258,9 @@ std::string TaskSplits::partition_of(std::string_view task) const {
   return "";
 }
 
-TaskSplits load_splits(const fs::path& path) {
-  const JsonDoc doc = load_doc(path);
-  if (!doc.value.is_object())
-    throw DataError(doc.file, 0,
-                    "expected an object with keys all, train, dev, test; got " + json_type(doc.value));
-  static const std::vector<std::string> kKeys = {"all", "train", "dev", "test"};
-  for (const auto& [key, value] : doc.value.items()) {
-    if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end())
-      throw DataError(doc.file, line_of_key(doc.text, key),
-                      "unknown key \"" + key + "\" (expected all, train, dev, test)");
-  }
-  for (const auto& key : kKeys) {
-    if (!doc.value.contains(key)) throw DataError(doc.file, 0, "missing key \"" + key + "\"");
-  }
-  TaskSplits s;
-  s.source = doc.file;
-  s.all = task_list(doc, "all");
-  s.train = task_list(doc, "train");
-  s.dev = task_list(doc, "dev");
-  s.test = task_list(doc, "test");
+namespace {
 
+void check_partitions(const JsonDoc& doc, const TaskSplits& s, Problems& p) {
   const std::set<std::string> all(s.all.begin(), s.all.end());
   std::map<std::string, std::string> owner;  // task -> the partition listing it
   for (const auto& [key, list] : {std::pair<std::string, const std::vector<std::string>*>{"train", &s.train},
@@ -207,14 +268,51 @@ TaskSplits load_splits(const fs::path& path) {
                                   {"test", &s.test}}) {
     for (const auto& t : *list) {
       if (!all.count(t))
-        throw DataError(doc.file, line_of_key(doc.text, key),
-                        "task '" + t + "' is in \"" + key + "\" but not in \"all\"");
+        p.add(line_of_key(doc.text, key), "task '" + t + "' is in \"" + key + "\" but not in \"all\"");
       auto [it, fresh] = owner.emplace(t, key);
       if (!fresh)
-        throw DataError(doc.file, line_of_key(doc.text, key),
-                        "task '" + t + "' is in both \"" + it->second + "\" and \"" + key + "\"");
+        p.add(line_of_key(doc.text, key), "task '" + t + "' is in both \"" + it->second + "\" and \"" + key + "\"");
     }
   }
+}
+
+}  // namespace
+
+TaskSplits load_splits(const fs::path& path) {
+  const JsonDoc doc = load_doc(path);
+  if (!doc.value.is_object())
+    throw DataError(doc.file, 0,
+                    "expected an object with keys all, train, dev, test; got " + json_type(doc.value));
+  static const std::vector<std::string> kKeys = {"all", "train", "dev", "test"};
+  TaskSplits s;
+  s.source = doc.file;
+  Problems p{doc.file, {}};
+  std::vector<std::string> other;
+  for (const auto& [key, value] : doc.value.items())
+    if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end()) other.push_back(key);
+  for (const auto& key : {"train", "dev", "test"}) {
+    if (doc.value.contains(key)) continue;
+    std::string near;
+    for (const auto& o : other)
+      if (near_name(o, {key}) == key) near = o;
+    p.add(near.empty() ? 0 : line_of_key(doc.text, near),
+          std::string("missing key \"") + key + "\"" + (near.empty() ? "" : " (is \"" + near + "\" a misspelling of it?)"));
+  }
+  p.throw_if_any();
+  s.train = task_list(doc, "train", p);
+  s.dev = task_list(doc, "dev", p);
+  s.test = task_list(doc, "test", p);
+  if (doc.value.contains("all")) {
+    s.all = task_list(doc, "all", p);
+  } else {
+    for (const auto* v : {&s.train, &s.dev, &s.test}) s.all.insert(s.all.end(), v->begin(), v->end());
+    s.notes.debug.push_back(doc.file + ": no \"all\" list; using train, dev and test (" +
+                            std::to_string(s.all.size()) + " tasks)");
+  }
+  if (!other.empty())
+    s.notes.debug.push_back(doc.file + ": keys tlmoe does not use, ignored: " + join(other, ", "));
+  check_partitions(doc, s, p);
+  p.throw_if_any();
   return s;
 }
 
@@ -288,26 +386,40 @@ TaskTable load_tasks(const fs::path& path) {
   // The form is decided by the first entry: metric map (strings) or full entries (objects).
   const bool metric_map = doc.value.begin()->is_string();
   std::vector<TaskInfo> tasks;
+  Problems p{doc.file, {}};
+  Unknown unknown;
   for (const auto& [task, entry] : doc.value.items()) {
     const std::size_t line = line_of_key(doc.text, task);
-    if (!is_valid_task_name(task)) throw DataError(doc.file, line, "invalid task name '" + task + "'");
+    if (!is_valid_task_name(task)) {
+      p.add(line, "invalid task name '" + task + "'");
+      continue;
+    }
     if (metric_map) {
-      if (!entry.is_string())
-        throw DataError(
-            doc.file, line,
-            "task '" + task + "': expected a metric name like the other entries, got " + json_type(entry));
+      if (!entry.is_string()) {
+        p.add(line, "task '" + task + "': expected a metric name like the other entries, got " + json_type(entry));
+        continue;
+      }
       TaskInfo info;
       info.name = task;
       info.metric = entry.get<std::string>();
-      check_metric(doc, task, info.metric, line);
+      const auto& k = known_metrics();
+      if (std::find(k.begin(), k.end(), info.metric) == k.end())
+        p.add(line, "task '" + task + "': unknown metric '" + info.metric + "' (expected one of " + join(k, ", ") + ")");
       tasks.push_back(std::move(info));
     } else {
-      if (!entry.is_object())
-        throw DataError(doc.file, line, "task '" + task + "': expected an object, got " + json_type(entry));
-      tasks.push_back(task_from_object(doc, task, entry, line));
+      if (!entry.is_object()) {
+        p.add(line, "task '" + task + "': expected an object, got " + json_type(entry));
+        continue;
+      }
+      tasks.push_back(task_from_object(doc, task, entry, line, p, unknown));
     }
   }
-  return TaskTable(std::move(tasks), doc.file);
+  p.throw_if_any();
+  TaskTable table(std::move(tasks), doc.file);
+  MetaNotes notes;
+  note_unknown_fields(unknown, notes, doc.file);
+  table.set_notes(std::move(notes));
+  return table;
 }
 
 std::map<std::string, std::string> load_task_metrics(const fs::path& path) {
@@ -334,41 +446,78 @@ const Ontology::Place& Ontology::of(std::string_view task) const {
   return it->second;
 }
 
+namespace {
+
+// One sub-category's task list into `o`; its problems go to `p`.
+void add_ontology_tasks(const JsonDoc& doc, const std::string& top, const std::string& sub, const json& tasks,
+                        std::size_t line, Ontology& o, Problems& p) {
+  const std::string where = "'" + top + "/" + sub + "'";
+  if (!tasks.is_array()) {
+    p.add(line, where + ": expected a list of task names, got " + json_type(tasks));
+    return;
+  }
+  auto& list = o.tree[top][sub];
+  for (const auto& t : tasks) {
+    if (!t.is_string() || !is_valid_task_name(t.get_ref<const std::string&>())) {
+      p.add(line, where + ": invalid task entry " + t.dump());
+      continue;
+    }
+    const std::string& name = t.get_ref<const std::string&>();
+    auto [it, fresh] = o.place.emplace(name, Ontology::Place{top, sub});
+    if (!fresh) {
+      p.add(line, "task '" + name + "' appears twice: in '" + it->second.top + "/" + it->second.sub + "' and in " + where);
+      continue;
+    }
+    list.push_back(name);
+  }
+}
+
+}  // namespace
+
 Ontology load_ontology(const fs::path& path) {
   const JsonDoc doc = load_doc(path);
   if (!doc.value.is_object())
-    throw DataError(
-        doc.file, 0,
-        "expected {\"<category>\": {\"<sub category>\": [task, ...]}}, got " + json_type(doc.value));
+    throw DataError(doc.file, 0,
+                    "expected {\"<category>\": {\"<sub category>\": [task, ...]}} or {\"<category>\": [task, ...]}, got " +
+                        json_type(doc.value));
   Ontology o;
   o.source = doc.file;
+  Problems p{doc.file, {}};
+  std::vector<std::string> flat;
   for (const auto& [top, subs] : doc.value.items()) {
     const std::size_t top_line = line_of_key(doc.text, top);
-    if (top.empty()) throw DataError(doc.file, top_line, "empty category name");
-    if (!subs.is_object())
-      throw DataError(doc.file, top_line,
-                      "category '" + top + "': expected an object of sub-categories, got " + json_type(subs));
+    if (top.empty()) {
+      p.add(top_line, "empty category name");
+      continue;
+    }
+    if (subs.is_array()) {  // the flat form: the category is its own sub-category
+      flat.push_back(top);
+      add_ontology_tasks(doc, top, top, subs, top_line, o, p);
+      continue;
+    }
+    if (!subs.is_object()) {
+      p.add(top_line, "category '" + top + "': expected an object of sub-categories or a list of tasks, got " + json_type(subs));
+      continue;
+    }
     for (const auto& [sub, tasks] : subs.items()) {
-      const std::size_t line = line_of_key(doc.text, sub);
-      const std::string where = "'" + top + "/" + sub + "'";
-      if (sub.empty()) throw DataError(doc.file, top_line, "category '" + top + "': empty sub-category name");
-      if (!tasks.is_array())
-        throw DataError(doc.file, line, where + ": expected a list of task names, got " + json_type(tasks));
-      auto& list = o.tree[top][sub];
-      for (const auto& t : tasks) {
-        if (!t.is_string() || !is_valid_task_name(t.get_ref<const std::string&>()))
-          throw DataError(doc.file, line, where + ": invalid task entry " + t.dump());
-        const std::string& name = t.get_ref<const std::string&>();
-        auto [it, fresh] = o.place.emplace(name, Ontology::Place{top, sub});
-        if (!fresh)
-          throw DataError(doc.file, line,
-                          "task '" + name + "' appears twice: in '" + it->second.top + "/" + it->second.sub +
-                              "' and in " + where);
-        list.push_back(name);
+      if (sub.empty()) {
+        p.add(top_line, "category '" + top + "': empty sub-category name");
+        continue;
       }
+      add_ontology_tasks(doc, top, sub, tasks, line_of_key(doc.text, sub), o, p);
     }
   }
+  p.throw_if_any();
+  if (!flat.empty())
+    o.notes.debug.push_back(doc.file + ": categories given as flat task lists (sub-category = category): " + join(flat, ", "));
   return o;
+}
+
+void print_notes(const MetaNotes& notes, std::ostream& log) {
+  for (const auto& w : notes.warnings) log << "warning: " << w << "\n";
+  const char* env = std::getenv("TLMOE_DEBUG");
+  if (!env || !*env || std::string(env) == "0") return;
+  for (const auto& d : notes.debug) log << "debug: " << d << "\n";
 }
 
 std::map<std::string, std::string> task_metrics(const std::filesystem::path& tasks_file) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,23 +28,38 @@ bool is_valid_task_name(std::string_view name);
 // ---- splits.json (CrossFit custom_tasks_splits/random.json) ----------------------------------
 // { "all": [task...], "train": [...], "dev": [...], "test": [...] }
 // train = upstream (seen) tasks; dev / test = unseen tasks for model selection / reporting.
+// What a metadata loader noticed and accepted: `warnings` are worth the user's attention (a likely
+// misspelling), `debug` lines are not (fields tlmoe does not use, a derived "all"). print_notes
+// shows warnings always and debug lines when the environment sets TLMOE_DEBUG (not "0").
+struct MetaNotes {
+  std::vector<std::string> warnings;
+  std::vector<std::string> debug;
+};
+void print_notes(const MetaNotes& notes, std::ostream& log);
+
 struct TaskSplits {
   std::vector<std::string> all, train, dev, test;  // file order
   std::string source;                              // the file, for messages
+  MetaNotes notes;
 
   // "train", "dev", "test", or "" for a task only in "all".
   std::string partition_of(std::string_view task) const;
 };
 
-// Errors: a missing key, an unknown key, a non-list or non-string entry, an invalid task name,
-// a duplicate within a list, a train/dev/test task missing from "all", a task in two of
-// train/dev/test.
+// "all" may be missing (then it is train, dev and test in that order; a debug note says so); keys
+// other than all/train/dev/test are ignored (debug note), unless one looks like a misspelling of a
+// missing one. Errors, all reported at once: a missing train/dev/test key, a non-list or
+// non-string entry, an invalid task name, a duplicate within a list, a train/dev/test task
+// missing from "all", a task in two of train/dev/test.
 TaskSplits load_splits(const std::filesystem::path& path);
 
 // ---- tasks.json ----------------------------------------------------------------------------
 // { "<task>": { "category": str, "sub_category": str, "metric": str, "labels": [str],
 //               "instruction": str }, ... }
-// Every field but "metric" may be omitted (empty). Alternatively the CrossFit metric map
+// Every field but "metric" may be omitted (empty); "labels": null is an empty list. Other fields
+// (as other tools write them: "source", sizes, examples, ...) are kept in the file and ignored,
+// with a debug note; one within edit distance 2 of a known field gets a warning naming it. Every
+// problem of the file is reported at once (DataError, a line each). Alternatively the CrossFit metric map
 // { "<task>": "<metric>" } (task_metrics.json) is accepted: categories, labels and instructions
 // are then empty.
 struct TaskInfo {
@@ -70,6 +86,8 @@ class TaskTable {
   bool contains(std::string_view name) const;
   const std::vector<std::string>& names() const { return names_; }  // sorted; names()[id]
   const std::string& source() const { return source_; }
+  const MetaNotes& notes() const { return notes_; }
+  void set_notes(MetaNotes n) { notes_ = std::move(n); }
 
   // Lookups throw DataError(source, 0, "unknown task 'x' (did you mean 'y'?)").
   std::int64_t id(std::string_view name) const;
@@ -84,6 +102,7 @@ class TaskTable {
   std::vector<TaskInfo> tasks_;     // sorted by name
   std::vector<std::string> names_;  // tasks_[i].name
   std::string source_;
+  MetaNotes notes_;
 };
 
 TaskTable load_tasks(const std::filesystem::path& path);
@@ -101,13 +120,16 @@ struct Ontology {
   std::map<std::string, std::map<std::string, std::vector<std::string>>> tree;  // top -> sub -> tasks
   std::map<std::string, Place> place;                                           // task -> (top, sub)
   std::string source;
+  MetaNotes notes;
 
   bool contains(std::string_view task) const { return place.count(std::string(task)) > 0; }
   // Throws DataError(source, 0, "task 'x' is not in the ontology ...").
   const Place& of(std::string_view task) const;
 };
 
-// Errors: non-object levels, non-string tasks, empty names, a task listed twice (both places named).
+// Also the flat form { "<category>": [task, ...] } (sub-category = the category; a debug note).
+// Errors, all reported at once: non-object levels, non-string tasks, empty names, a task listed
+// twice (both places named).
 Ontology load_ontology(const std::filesystem::path& path);
 
 // task -> CrossFit metric name, from tasks.json (either of its two formats).

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <set>
+#include <sstream>
 
 #include "common/error.h"
 #include "data/layout.h"
@@ -100,10 +101,12 @@ TEST_CASE("tasks.json errors name the file, line and task", "[data]") {
             "Matthew-Correlation, Pearson-Correlation, Rouge-L)");
   write_text(f, "{\n \"t\": {\"category\": \"x\"}\n}\n");
   CHECK(data_error([&] { load_tasks(f); }) == "data error: " + f + ":2: task 't': missing \"metric\"");
-  write_text(f, "{\n \"t\": {\"metric\": \"EM\", \"metrc\": \"EM\"}\n}\n");
-  CHECK_THROWS_WITH(load_tasks(f), Catch::Contains(":2: task 't': unknown field \"metrc\""));
+  // a misspelled metric key with no metric: the error points at it
+  write_text(f, "{\n \"t\": {\"metrc\": \"EM\"}\n}\n");
+  CHECK(data_error([&] { load_tasks(f); }) ==
+        "data error: " + f + ":2: task 't': missing \"metric\" (is \"metrc\" a misspelling of it?)");
   write_text(f, "{\"t\": {\"metric\": \"EM\", \"labels\": [1]}}");
-  CHECK_THROWS_WITH(load_tasks(f), Catch::Contains("\"labels\" must be a list of strings"));
+  CHECK_THROWS_WITH(load_tasks(f), Catch::Contains("\"labels\" must be a list of strings (or null), got [1]"));
   write_text(f, "{\"t\": {\"metric\": \"EM\", \"category\": 3}}");
   CHECK_THROWS_WITH(load_tasks(f), Catch::Contains("\"category\" must be a string, got number"));
   write_text(f, "{\"a\": \"EM\", \"b\": {\"metric\": \"EM\"}}");
@@ -133,8 +136,8 @@ TEST_CASE("splits.json: good file and every kind of bad one", "[data]") {
 
   const std::string pre = "data error: " + f;
   CHECK(splits_error(R"({"all": ["a"], "train": ["a"], "dev": []})") == pre + ": missing key \"test\"");
-  CHECK(splits_error("{\"all\": [\"a\"], \"train\": [\"a\"], \"dev\": [],\n \"test\": [], \"extra\": []}") ==
-        pre + ":2: unknown key \"extra\" (expected all, train, dev, test)");
+  CHECK(splits_error("{\"all\": [\"a\"], \"train\": [\"a\"], \"dev\": [],\n \"tset\": []}") ==
+        pre + ":2: missing key \"test\" (is \"tset\" a misspelling of it?)");
   CHECK(splits_error("{\"all\": [\"a\", 3],\n \"train\": [], \"dev\": [], \"test\": []}") ==
         pre + ":1: \"all\" entry 2 must be a string, got number");
   CHECK(splits_error(R"({"all": "a", "train": [], "dev": [], "test": []})") ==
@@ -164,8 +167,8 @@ TEST_CASE("ontology.json: reverse map and errors", "[data]") {
   write_text(f, "{\"qa\": {\"binary\": [\"boolq\"]},\n \"other\": {\"n/a\": [\"boolq\"]}}");
   CHECK(data_error([&] { load_ontology(f); }) ==
         "data error: " + f + ":2: task 'boolq' appears twice: in 'qa/binary' and in 'other/n/a'");
-  write_text(f, R"({"qa": ["boolq"]})");
-  CHECK_THROWS_WITH(load_ontology(f), Catch::Contains("category 'qa': expected an object of sub-categories"));
+  write_text(f, R"({"qa": "boolq"})");
+  CHECK_THROWS_WITH(load_ontology(f), Catch::Contains("category 'qa': expected an object of sub-categories or a list of tasks, got string"));
   write_text(f, R"({"qa": {"binary": [1]}})");
   CHECK_THROWS_WITH(load_ontology(f), Catch::Contains("'qa/binary': invalid task entry 1"));
 }
@@ -258,4 +261,70 @@ TEST_CASE("zero_shot_answerable: labels seen upstream or named in the instructio
                                                      {"t-named", "named in the instruction"},
                                                      {"t-yesno", "seen answers"}};
   CHECK(zero_shot_answerable(tasks, splits, true) == expect);  // t-half: "maybe" is nowhere; t-free: no labels
+}
+
+TEST_CASE("metadata as other tools write it: extra fields, null labels, no \"all\", flat ontology", "[data]") {
+  TempDir d;
+  // tasks.json with fields tlmoe does not know, "labels": null, and one misspelled known field
+  write_text(d / "tasks.json", R"({
+    "a": {"metric": "EM", "source": "hf", "num_train": 1000, "labels": null},
+    "b": {"metric": "ACC", "labels": ["x", "y"], "source": "hf", "examples": ["p", "q"]},
+    "c": {"metric": "EM", "lables": ["u"]}})");
+  const TaskTable t = load_tasks(d / "tasks.json");
+  CHECK(t.info("a").labels.empty());
+  CHECK(t.info("b").labels == std::vector<std::string>{"x", "y"});
+  CHECK(t.info("c").labels.empty());  // the misspelled field is not read
+  REQUIRE(t.notes().warnings.size() == 1);
+  CHECK(t.notes().warnings[0] == (d / "tasks.json").string() +
+                                     ": field \"lables\" is not one tlmoe reads; did you mean \"labels\"? Ignored in c");
+  REQUIRE(t.notes().debug.size() == 1);
+  CHECK(t.notes().debug[0].find("\"examples\" (1 tasks), \"num_train\" (1 tasks), \"source\" (2 tasks)") !=
+        std::string::npos);
+  std::ostringstream shown;
+  print_notes(t.notes(), shown);
+  CHECK(shown.str().find("warning: ") == 0);
+  CHECK(shown.str().find("debug: ") == std::string::npos);  // only with TLMOE_DEBUG
+
+  // splits.json without "all": train, dev and test in that order; other keys ignored
+  write_text(d / "splits.json", R"({"train": ["a", "b"], "dev": [], "test": ["c"], "note": "x"})");
+  const TaskSplits s = load_splits(d / "splits.json");
+  CHECK(s.all == std::vector<std::string>{"a", "b", "c"});
+  CHECK(s.partition_of("c") == "test");
+  REQUIRE(s.notes.debug.size() == 2);
+  CHECK(s.notes.debug[0].find("no \"all\" list; using train, dev and test (3 tasks)") != std::string::npos);
+  CHECK(s.notes.debug[1].find("keys tlmoe does not use, ignored: note") != std::string::npos);
+
+  // the flat ontology form: the category is its own sub-category
+  write_text(d / "ontology.json", R"({"classification": ["b"], "other": ["a", "c"]})");
+  const Ontology o = load_ontology(d / "ontology.json");
+  CHECK(o.of("b").top == "classification");
+  CHECK(o.of("b").sub == "classification");
+  CHECK(o.tree.at("other").at("other") == std::vector<std::string>{"a", "c"});
+  // the nested and the flat form may be mixed
+  write_text(d / "ontology.json", R"({"classification": {"sentiment": ["b"]}, "other": ["a"]})");
+  CHECK(load_ontology(d / "ontology.json").of("b").sub == "sentiment");
+}
+
+TEST_CASE("a wrong metadata file lists every problem at once", "[data]") {
+  TempDir d;
+  const std::string f = (d / "tasks.json").string();
+  write_text(f, "{\n \"a\": {\"metric\": \"BLEU\"},\n \"b\": {\"category\": 3, \"metric\": \"EM\"},\n \"c\": {}\n}\n");
+  CHECK(data_error([&] { load_tasks(f); }) ==
+        "data error: " + f + ": 3 problems:\n"
+        "  line 2: task 'a': unknown metric 'BLEU' (expected one of EM, ACC, QA-F1, Classification-F1, "
+        "Matthew-Correlation, Pearson-Correlation, Rouge-L)\n"
+        "  line 3: task 'b': \"category\" must be a string, got number\n"
+        "  line 4: task 'c': missing \"metric\"");
+  const std::string sp = (d / "splits.json").string();
+  write_text(sp, "{\"all\": [\"a\", 3],\n \"train\": [\"a\", \"a\"],\n \"dev\": [\"z\"], \"test\": []}");
+  CHECK(data_error([&] { load_splits(sp); }) ==
+        "data error: " + sp + ": 3 problems:\n"
+        "  line 2: \"train\" lists 'a' twice\n"
+        "  line 1: \"all\" entry 2 must be a string, got number\n"
+        "  line 3: task 'z' is in \"dev\" but not in \"all\"");
+  const std::string on = (d / "ontology.json").string();
+  write_text(on, "{\"qa\": {\"binary\": [1]},\n \"x\": 5}");
+  CHECK(data_error([&] { load_ontology(on); }) ==
+        "data error: " + on + ": 2 problems:\n  line 1: 'qa/binary': invalid task entry 1\n"
+        "  line 2: category 'x': expected an object of sub-categories or a list of tasks, got number");
 }
