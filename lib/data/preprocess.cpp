@@ -446,6 +446,20 @@ std::string format_task_table(const std::vector<TaskSummary>& tasks) {
 
 namespace {
 
+// A task whose gold answers are cut by data.max_output_len can never be matched exactly: warn
+// when more than 1% of its outputs are, with the length that would fit them all.
+void warn_cut_outputs(const std::vector<TaskSummary>& tasks, std::int64_t max_len, std::ostream& log) {
+  for (const auto& t : tasks) {
+    const TokenStats& s = t.stats;
+    if (s.outputs == 0 || 100 * s.truncated_outputs <= s.outputs) continue;
+    log << "warning: task " << t.task << ": " << s.truncated_outputs << " of " << s.outputs << " gold outputs ("
+        << fixed1(100.0 * static_cast<double>(s.truncated_outputs) / static_cast<double>(s.outputs))
+        << "%) are longer than data.max_output_len = " << max_len
+        << " tokens and are cut, so predictions can never match them exactly; data.max_output_len: "
+        << s.longest_output_untruncated << " would fit them all\n";
+  }
+}
+
 // data.instruction on: which tasks have no instruction to put before their inputs.
 void log_missing_instructions(const Dataset& d, std::ostream& log) {
   std::vector<std::string> missing;
@@ -529,6 +543,7 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
     t.stats.add(caches[i].stats);
   }
   for (auto& [name, t] : by_task) report.tasks.push_back(std::move(t));
+  warn_cut_outputs(report.tasks, cfg.data.max_output_len, log);
 
   // Rewritten only when its content changes, so a run with nothing to do touches nothing.
   const std::string manifest = manifest_json(cfg, d, tc, jobs, caches).dump(1) + "\n";

@@ -261,6 +261,33 @@ torch::Tensor raw_vectors(const Config& cfg, const Config& scfg, const json& tok
   return torch::stack(raw).to(torch::kDouble);
 }
 
+// PCA of n centred upstream vectors has at most n - 1 components with variance.
+void check_pca_dim(int64_t dim, int64_t n_up) {
+  if (dim > n_up - 1)
+    throw ConfigError("", "task_rep.dim",
+                      std::to_string(dim) + " is too large: PCA of the representations of " + std::to_string(n_up) +
+                          " upstream tasks (centred) has at most " + std::to_string(n_up - 1) +
+                          " components that carry variance; set task_rep.dim <= " + std::to_string(std::max<int64_t>(n_up - 1, 1)) +
+                          (n_up < 2 ? " (and train on more upstream tasks)" : ""));
+}
+
+// task_rep.dim against the data, before any representation is computed: the raw size (TextEmb:
+// the source model's d_model; Fisher: the adapter weights, far more than any task count) and the
+// PCA bound.
+void check_dim_early(const Config& cfg, const Config& scfg, int64_t n_up) {
+  const int64_t dim = cfg.task_rep.dim;
+  if (cfg.task_rep.kind == "textemb") {
+    const int64_t raw = scfg.model.d_model;
+    if (dim > raw)
+      throw ConfigError("", "task_rep.dim",
+                        std::to_string(dim) + " is larger than the textemb vectors (the source model's d_model, " +
+                            std::to_string(raw) + ")");
+    if (dim < raw) check_pca_dim(dim, n_up);
+  } else if (cfg.task_rep.kind == "fisher") {
+    check_pca_dim(dim, n_up);
+  }
+}
+
 // The matrix of the file: PCA fitted on the upstream rows when task_rep.dim is below the raw size
 // (mean and components saved with it), scaled so the upstream entries have unit standard deviation.
 data::TaskRepFile project(const Config& cfg, const torch::Tensor& R, const std::vector<int64_t>& up_idx,
@@ -275,11 +302,7 @@ data::TaskRepFile project(const Config& cfg, const torch::Tensor& R, const std::
   out.kind = kind;
   torch::Tensor P;
   if (dim < rep.raw_dim) {
-    if (dim > static_cast<int64_t>(up_idx.size()))
-      throw ConfigError("", "task_rep.dim",
-                        "PCA on " + std::to_string(up_idx.size()) + " upstream tasks gives at most " +
-                            std::to_string(up_idx.size()) + " components; set task_rep.dim <= " +
-                            std::to_string(up_idx.size()));
+    check_pca_dim(dim, static_cast<int64_t>(up_idx.size()));
     auto mu = up.mean(0);
     auto svd = torch::linalg_svd(up - mu, /*full_matrices=*/false);
     auto S = std::get<1>(svd), Vh = std::get<2>(svd);
@@ -328,6 +351,7 @@ TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
   const RepInputs in = rep_inputs(cfg, man, ck.meta);
   rep.tasks = static_cast<int64_t>(in.tasks.size());
   if (reuse(rep, kind, in.key, log)) return rep;
+  check_dim_early(cfg, scfg, static_cast<int64_t>(std::count(in.upstream.begin(), in.upstream.end(), true)));
 
   auto R = raw_vectors(cfg, scfg, tok, ck, src, in.tasks, log);  // [n, raw]
   rep.raw_dim = R.size(1);

@@ -238,7 +238,7 @@ TEST_CASE("TL-MoE adaptation with fixed learned, average and squeezed routes", "
   auto cfg = t.config();
   cfg.task_rep.kind = "textemb";
   cfg.task_rep.source_checkpoint = (t.dir / "dense/last").string();
-  cfg.task_rep.dim = 2;  // PCA on the 2 upstream tasks
+  cfg.task_rep.dim = 1;  // PCA on the 2 upstream tasks: one component
   cfg.train.steps = 6;
   run(cfg, t.dir / "moe");
   auto a = adapt_config(t);

@@ -456,3 +456,31 @@ TEST_CASE("preprocess: data.instruction puts each task's instruction before its 
   CHECK(nlohmann::json::parse(read_text(cache / "manifest.json")).at("options").at("instruction") == true);
   CHECK(run(cfg).files_built == 0);  // and a second run reuses all of it
 }
+
+TEST_CASE("preprocess: warns when a task's gold outputs are cut, with the length that fits them", "[preprocess]") {
+  TinyGym g;
+  auto cfg = g.config();
+  cfg.data.max_input_len = 64;
+  cfg.data.max_output_len = 3;  // <s>, one piece, </s>: most outputs of one or two words are cut
+  std::string log;
+  run(cfg, &log);
+  const std::string key = "warning: task t-a: ";
+  const auto at = log.find(key);
+  REQUIRE(at != std::string::npos);
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  CHECK(line.find("are longer than data.max_output_len = 3 tokens") != std::string::npos);
+  const std::string fit = "data.max_output_len: ";
+  const auto k = std::stoll(line.substr(line.find(fit) + fit.size()));
+  CHECK(k > 3);
+  // the suggested length is enough: no task warns with it (every task's longest output fits)
+  cfg.data.max_output_len = k;
+  std::string log2;
+  run(cfg, &log2);
+  CHECK(log2.find("warning: task t-a:") == std::string::npos);
+  // and one token less cuts some output again
+  cfg.data.max_output_len = k - 1;
+  const PreprocessReport r = run(cfg);
+  std::int64_t cut = 0;
+  for (const auto& t : r.tasks) cut += t.stats.truncated_outputs;
+  CHECK(cut > 0);
+}

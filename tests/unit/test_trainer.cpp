@@ -289,10 +289,10 @@ TEST_CASE("task representations: textemb against a per-example reference, PCA, r
   CHECK(again.reused);
   CHECK(read_text(file) == bytes);
 
-  // PCA to 2 dimensions (2 upstream tasks): orthonormal components; upstream rows are
-  // reconstructed exactly from the projection.
+  // PCA to 1 dimension (2 upstream tasks, centred: rank 1, so one component carries all the
+  // variance): a unit component; upstream rows are reconstructed exactly from the projection.
   auto pca = cfg;
-  pca.task_rep.dim = 2;
+  pca.task_rep.dim = 1;
   auto r2 = tlmoe::train::compute_task_reps(pca, log);
   CHECK_FALSE(r2.reused);
   CHECK(r2.raw_dim == 32);
@@ -302,15 +302,21 @@ TEST_CASE("task representations: textemb against a per-example reference, PCA, r
     if (n == "pca.mean") mu = v.to(torch::kDouble);
     if (n == "pca.components") comps = v.to(torch::kDouble);
   }
-  REQUIRE(comps.sizes() == torch::IntArrayRef({2, 32}));
-  // the centred upstream data has rank 1, so only the first component is determined: unit norm
+  REQUIRE(comps.sizes() == torch::IntArrayRef({1, 32}));
   CHECK(comps[0].norm().item<double>() == Approx(1.0).epsilon(1e-5));
   const double s2 = p.info["scale"].get<double>();
   auto rec = mu + torch::matmul(p.matrix.to(torch::kDouble) / s2, comps);
   CHECK((rec.slice(0, 0, 2) - up).abs().max().item<double>() < 1e-4);
+  // 2 components of 2 centred points: refused before anything is embedded (no per-task lines)
   auto too_big = cfg;
-  too_big.task_rep.dim = 3;
-  CHECK_THROWS_AS(tlmoe::train::compute_task_reps(too_big, log), tlmoe::ConfigError);
+  too_big.task_rep.dim = 2;
+  std::ostringstream early;
+  CHECK_THROWS_WITH(tlmoe::train::compute_task_reps(too_big, early),
+                    Catch::Contains("has at most 1 components that carry variance; set task_rep.dim <= 1"));
+  CHECK(early.str().find("[1/") == std::string::npos);
+  too_big.task_rep.dim = 33;  // above the source model's d_model 32
+  CHECK_THROWS_WITH(tlmoe::train::compute_task_reps(too_big, early),
+                    Catch::Contains("larger than the textemb vectors (the source model's d_model, 32)"));
   auto no_source = cfg;
   no_source.task_rep.source_checkpoint = "";
   CHECK_THROWS_AS(tlmoe::train::compute_task_reps(no_source, log), tlmoe::ConfigError);
