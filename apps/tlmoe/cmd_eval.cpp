@@ -275,14 +275,14 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
         "|---|---:|---:|---:|---:|---|\n";
   for (const auto& [a, b] : pairs) {
     auto c = compare_methods(methods[a], methods[b], names[a], names[b], co);
-    std::snprintf(buf, sizeof buf, "ARG %s over %s: %s over %zu tasks; %s over the %zu unflagged (p = %.4g, 95%% CI [%s, %s])\n",
+    std::snprintf(buf, sizeof buf, "ARG %s over %s: %s over %zu tasks; %s over the %zu unflagged (p = %s, 95%% CI [%s, %s])\n",
                   names[a].c_str(), names[b].c_str(), fmt_pct(c.all.arg_percent).c_str(), c.all.tasks,
-                  fmt_pct(c.unflagged.arg_percent).c_str(), c.unflagged.tasks, c.unflagged.p_value,
+                  fmt_pct(c.unflagged.arg_percent).c_str(), c.unflagged.tasks, metrics::format_p(c.unflagged.p_value).c_str(),
                   fmt_pct(c.unflagged.ci_low_percent).c_str(), fmt_pct(c.unflagged.ci_high_percent).c_str());
     txt << buf;
-    std::snprintf(buf, sizeof buf, "| %s over %s | %s | %s | %zu of %zu | %.4g | [%s, %s] |\n", names[a].c_str(),
+    std::snprintf(buf, sizeof buf, "| %s over %s | %s | %s | %zu of %zu | %s | [%s, %s] |\n", names[a].c_str(),
                   names[b].c_str(), fmt_pct(c.all.arg_percent).c_str(), fmt_pct(c.unflagged.arg_percent).c_str(),
-                  c.unflagged.tasks, c.all.tasks, c.unflagged.p_value, fmt_pct(c.unflagged.ci_low_percent).c_str(),
+                  c.unflagged.tasks, c.all.tasks, metrics::format_p(c.unflagged.p_value).c_str(), fmt_pct(c.unflagged.ci_low_percent).c_str(),
                   fmt_pct(c.unflagged.ci_high_percent).c_str());
     md << buf;
   }

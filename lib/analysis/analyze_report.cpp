@@ -7,6 +7,23 @@
 
 namespace tlmoe::analysis::detail {
 
+namespace {
+
+// NMI and ARI of a handful of points per category swing with a single task: below 3 tasks per
+// category on average, say so next to them.
+std::string few_per_category(std::size_t tasks, std::size_t categories) {
+  if (categories == 0 || tasks >= 3 * categories) return "";
+  std::ostringstream s;
+  s.precision(2);
+  s << " (caution: " << tasks << " tasks in " << categories << " categories, " << std::fixed
+    << static_cast<double>(tasks) / static_cast<double>(categories)
+    << " per category on average: with so few, moving one task changes NMI and ARI a lot; read them "
+       "with the permutation test)";
+  return s.str();
+}
+
+}  // namespace
+
 std::string Analysis::summary_text() {
   std::ostringstream s;
   s << "The checkpoint (step " << lm.step << ", tau " << fmt(lm.tau) << ") routes " << n << " tasks ("
@@ -123,7 +140,8 @@ void Analysis::write_report(const std::string& summary) {
     r << "## Clustering and permutation test\n\n";
     if (clusters.ok)
       r << "- Average linkage (euclidean) on the tau = 1 route vectors, cut at k = " << labels.num_classes()
-        << ": NMI = " << fmt(clusters.nmi) << ", ARI = " << fmt(clusters.ari) << "\n";
+        << ": NMI = " << fmt(clusters.nmi) << ", ARI = " << fmt(clusters.ari)
+        << few_per_category(cat_rows.size(), labels.num_classes()) << "\n";
     if (perm.ok)
       r << "- Same-category permutation test: mean euclidean distance between tau = 1 route vectors "
         << fmt(-perm.r.mean_same) << " within categories, " << fmt(-perm.r.mean_different)
@@ -136,7 +154,8 @@ void Analysis::write_report(const std::string& summary) {
         r << "- " << it.key() << " tasks only (" << v["tasks"].get<std::size_t>() << "): ";
         if (v["clustering"].contains("nmi"))
           r << "NMI = " << fmt(v["clustering"]["nmi"].get<double>()) << ", ARI = "
-            << fmt(v["clustering"]["ari"].get<double>());
+            << fmt(v["clustering"]["ari"].get<double>())
+            << few_per_category(v["tasks"].get<std::size_t>(), v["categories"].get<std::size_t>());
         else
           r << "no clustering (" << v["clustering"]["skipped"].get<std::string>() << ")";
         if (v["permutation_test"].contains("p_value"))

@@ -200,18 +200,21 @@ std::string format_eval_summary(const json& summary) {
   for (auto it = summary.at("tasks").begin(); it != summary.at("tasks").end(); ++it) {
     const json& t = it.value();
     const double v = t.at("mean").is_number() ? t.at("mean").get<double>() : NAN;
-    std::snprintf(line, sizeof line, "%-28s %-9s %-20s %8.4f %8lld\n", it.key().c_str(),
-                  t.value("partition", "").c_str(), t.at("metric").get<std::string>().c_str(), v,
+    char score[32];
+    std::snprintf(score, sizeof score, "%8.4f", v);
+    std::snprintf(line, sizeof line, "%-28s %-9s %-20s %8s %8lld\n", it.key().c_str(),
+                  t.value("partition", "").c_str(), t.at("metric").get<std::string>().c_str(),
+                  std::isfinite(v) ? score : "n/a",
                   static_cast<long long>(t.value("examples", int64_t{0})));
     s << line;
   }
   const json& m = summary.at("mean_over_tasks");
-  s << "mean over tasks: " << (m.is_number() ? std::to_string(m.get<double>()) : std::string("nan")) << "\n";
+  s << "mean over tasks: " << (m.is_number() ? std::to_string(m.get<double>()) : std::string("n/a")) << "\n";
   if (summary.contains("zero_shot_answerable")) {
     const json& a = summary.at("zero_shot_answerable");
     const json& ma = summary.value("mean_over_answerable", json(nullptr));
     s << "mean over the " << a.size() << " zero-shot-answerable tasks (every label seen upstream or named in the instruction): "
-      << (ma.is_number() ? std::to_string(ma.get<double>()) : std::string("nan")) << "\n  ";
+      << (ma.is_number() ? std::to_string(ma.get<double>()) : std::string("n/a")) << "\n  ";
     for (auto it = a.begin(); it != a.end(); ++it)
       s << (it == a.begin() ? "" : ", ") << it.key() << " (" << it.value().get<std::string>() << ")";
     s << "\n";

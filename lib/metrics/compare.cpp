@@ -27,12 +27,14 @@ double mean(const std::vector<double>& v) {
   return sum / static_cast<double>(v.size());
 }
 
-double sample_std(const std::vector<double>& v) {
-  if (v.size() < 2) return kNaN;
+// Population standard deviation (ddof 0, numpy's default), the convention of every tlmoe report
+// (adapt's summary.json, CrossFit's result collection); 0 for one value, NaN for none.
+double population_std(const std::vector<double>& v) {
+  if (v.empty()) return kNaN;
   const double m = mean(v);
   double ss = 0.0;
   for (double x : v) ss += (x - m) * (x - m);
-  return std::sqrt(ss / static_cast<double>(v.size() - 1));
+  return std::sqrt(ss / static_cast<double>(v.size()));
 }
 
 // ARG in % over `tasks`, where the flattened pair index p (task-major, split order) has A and B
@@ -145,7 +147,7 @@ ArgStats arg_stats(const std::vector<PairedTask>& tasks, const CompareOptions& o
 }
 
 std::string fixed(double v, int decimals, bool plus = false) {
-  if (std::isnan(v)) return "nan";
+  if (std::isnan(v)) return "n/a";
   if (std::isinf(v)) return v > 0 ? (plus ? "+inf" : "inf") : "-inf";
   char buf[64];
   std::snprintf(buf, sizeof buf, plus ? "%+.*f" : "%.*f", decimals, v);
@@ -178,9 +180,7 @@ std::string arg_line(const ArgStats& s, double ci_level) {
     line += "   " + fixed(100.0 * ci_level, 0) + "% CI [" + fixed(s.ci_low_percent, 2, true) + "%, " +
             fixed(s.ci_high_percent, 2, true) + "%]";
   if (s.permutations > 0) {
-    char p[32];
-    std::snprintf(p, sizeof p, "%.4g", s.p_value);
-    line += std::string("   p = ") + p +
+    line += "   p = " + format_p(s.p_value) +
             (s.exact ? " (exact sign-flip test, 2^" + std::to_string(s.pairs) + " assignments)"
                      : " (sign-flip test, " + std::to_string(s.permutations) + " random assignments)");
   }
@@ -203,6 +203,13 @@ nlohmann::json stats_json(const ArgStats& s) {
 }
 
 }  // namespace
+
+std::string format_p(double p) {
+  if (!std::isfinite(p)) return "n/a";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", p);
+  return b;
+}
 
 Comparison compare_runs(const ScoreTable& a, const ScoreTable& b, const CompareOptions& options) {
   if (options.permutations == 0) throw std::invalid_argument("compare: permutations must be at least 1");
@@ -246,8 +253,8 @@ Comparison compare_runs(const ScoreTable& a, const ScoreTable& b, const CompareO
     }
     t.mean_a = mean(paired.a);
     t.mean_b = mean(paired.b);
-    t.std_a = sample_std(paired.a);
-    t.std_b = sample_std(paired.b);
+    t.std_a = population_std(paired.a);
+    t.std_b = population_std(paired.b);
     t.rg_percent = 100.0 * (t.mean_a - t.mean_b) / t.mean_b;
     t.near_zero_base = std::abs(t.mean_b) < options.near_zero_base;
     t.negative_base = t.mean_b < 0.0;

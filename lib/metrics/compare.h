@@ -55,7 +55,7 @@ struct TaskComparison {
   std::vector<std::int64_t> splits_only_a;  // dropped: only A has them
   std::vector<std::int64_t> splits_only_b;  // dropped: only B has them
   double mean_a = 0.0, mean_b = 0.0;
-  double std_a = 0.0, std_b = 0.0;  // sample std (n - 1) over the compared splits; NaN for one split
+  double std_a = 0.0, std_b = 0.0;  // population std (ddof 0) over the compared splits; 0 for one split
   double rg_percent = 0.0;          // 100 * (mean_a - mean_b) / mean_b
   bool near_zero_base = false;
   bool negative_base = false;
@@ -91,6 +91,9 @@ struct Comparison {
 // Throws std::invalid_argument on bad options (permutations or bootstrap_samples 0, ci_level
 // outside (0, 1), negative near_zero_base) and tlmoe::InputError when no task can be compared.
 Comparison compare_runs(const ScoreTable& a, const ScoreTable& b, const CompareOptions& options = {});
+
+// A p-value as every report prints it: 4 significant digits, "n/a" when undefined (NaN).
+std::string format_p(double p);
 
 // A plain-text report: an aligned table (task | A mean ± std | B mean ± std | RG % | splits |
 // flags), then the ARG lines with CI and p-value, missing tasks and dropped splits.

@@ -442,7 +442,8 @@ void Run::log_step(const StepStats& st, double grad_norm, double mult, double pe
   const double tps = dt > 0 ? static_cast<double>(tokens_since_) / dt : 0.0;
   char tau_s[32];
   std::snprintf(tau_s, sizeof tau_s, "%.3g", tau_at(step_));
-  bar_->update(step_, per_token, tps, {{"τ", tau_s}});
+  if (m_->routed_layers() > 0) bar_->update(step_, per_token, tps, {{"τ", tau_s}});
+  else bar_->update(step_, per_token, tps, {});  // a vanilla model has no temperature
   if (!(step_ % cfg_.train.log_every == 0 || step_ == stop_at_)) return;
   json line = {{"step", step_}, {"loss", per_token}, {"tokens_per_s", tps}, {"tau", tau_at(step_)},
                {"grad_norm", grad_norm}, {"lr_multiplier", mult}};

@@ -162,6 +162,21 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
   const auto stats = nlohmann::json::parse(read_text(out / "stats.json"));
   CHECK(stats.at("layers") == nlohmann::json({"enc1", "dec1"}));
   CHECK(stats.at("categories").size() == 6);
+  // NMI/ARI on a subset with fewer than 3 tasks per category carry a caution in report.md
+  int cautioned = 0;
+  for (const std::string part : {"seen", "unseen"}) {
+    const auto& bp = stats.at("by_partition").at(part);
+    const auto tasks = bp.at("tasks").get<std::size_t>(), cats = bp.at("categories").get<std::size_t>();
+    const auto at = report.find("- " + part + " tasks only (");
+    REQUIRE(at != std::string::npos);
+    const std::string line = report.substr(at, report.find('\n', at) - at);
+    INFO(line);
+    const bool few = tasks < 3 * cats;
+    CHECK((line.find("caution: " + std::to_string(tasks) + " tasks in " + std::to_string(cats) + " categories") !=
+           std::string::npos) == few);
+    cautioned += few;
+  }
+  CHECK(cautioned == 1);  // the 17 unseen tasks in 6 categories; the 51 seen ones are enough
   const double nmi = stats.at("clustering").at("nmi"), ari = stats.at("clustering").at("ari");
   CHECK(nmi >= 0.0);
   CHECK(nmi <= 1.0);

@@ -11,6 +11,7 @@
 #include "metrics/compare.h"
 
 using tlmoe::metrics::compare_runs;
+using tlmoe::metrics::format_p;
 using tlmoe::metrics::CompareOptions;
 using tlmoe::metrics::Comparison;
 using tlmoe::metrics::ScoreTable;
@@ -56,7 +57,7 @@ TEST_CASE("compare: per-task means, RG, flags and ARG of a hand-made table", "[e
   CHECK(t1.task == "t1");
   CHECK(t1.mean_a == Approx(0.7));
   CHECK(t1.mean_b == Approx(0.5));
-  CHECK(t1.std_a == Approx(std::sqrt(0.02)));  // ((.1)^2 + (.1)^2) / (2 - 1) = .02
+  CHECK(t1.std_a == Approx(0.1));  // population std (ddof 0): sqrt(((.1)^2 + (.1)^2) / 2) = .1
   CHECK(t1.std_b == 0.0);
   CHECK(t1.rg_percent == Approx(40.0));
   CHECK_FALSE(t1.flagged());
@@ -169,7 +170,7 @@ TEST_CASE("compare: bootstrap percentile CI by hand and deterministic for a seed
   const Comparison one = compare_runs({{"T", {{1, 0.6}}}}, {{"T", {{1, 0.5}}}});
   CHECK(one.all.ci_low_percent == Approx(20.0));
   CHECK(one.all.ci_high_percent == Approx(20.0));
-  CHECK(std::isnan(one.tasks[0].std_a));  // sample std of one split
+  CHECK(one.tasks[0].std_a == 0.0);  // population std of one split, as numpy's np.std
 
   ScoreTable pa, pb;
   planted(pa, pb);
@@ -203,6 +204,9 @@ TEST_CASE("compare: NaN scores, negative base, bad options and nothing in common
   CHECK(std::isnan(c.all.arg_percent));
   CHECK(std::isnan(c.all.p_value));
   CHECK(std::isnan(c.all.ci_low_percent));
+  CHECK(format_p(c.all.p_value) == "n/a");  // undefined values print as n/a everywhere
+  CHECK(format_p(0.012345678) == "0.01235");
+  CHECK(format_comparison(c).find("nan") == std::string::npos);
   CHECK(c.unflagged.tasks == 1);
   CHECK(c.unflagged.arg_percent == Approx(20.0));
 
@@ -252,7 +256,8 @@ TEST_CASE("compare: JSON report with null for NaN", "[eval][compare]") {
   CHECK(j["tasks"].size() == 2);
   CHECK(j["tasks"][0]["task"] == "t1");
   CHECK(j["tasks"][0]["rg_percent"].get<double>() == Approx(20.0));
-  CHECK(j["tasks"][0]["std_a"].is_null());  // one split: NaN -> null
+  CHECK(j["tasks"][0]["std_a"].get<double>() == 0.0);  // one split: ddof 0 gives 0
+  CHECK(j["tasks"][0]["mean_a"].get<double>() == Approx(0.6));
   CHECK(j["tasks"][1]["flags"] == nlohmann::json::array({"near-zero base"}));
   // (20 + 233.33) / 2 = 126.67
   CHECK(j["arg"]["arg_percent"].get<double>() == Approx(380.0 / 3.0));

@@ -405,3 +405,22 @@ TEST_CASE("adapters sit before the residual add of each sub-layer (docs/method.m
   CHECK(plain->adapters.empty());
   CHECK_FALSE(plain->named_parameters(true).contains("adapters.0.down.weight"));
 }
+
+TEST_CASE("the progress line shows the temperature only for a routed model", "[train]") {
+  Tiny t;
+  for (const int64_t experts : {1, 2}) {
+    auto cfg = t.config();
+    cfg.model.experts = experts;
+    cfg.train.steps = 2;
+    std::ostringstream log;
+    tlmoe::train::TrainOptions o;
+    o.cfg = cfg;
+    o.run_dir = (t.dir / ("r" + std::to_string(experts))).string();
+    o.log = &log;
+    o.plain_progress = true;
+    tlmoe::train::train(o);
+    INFO(log.str());
+    CHECK(log.str().find("train 2/2") != std::string::npos);
+    CHECK((log.str().find("τ") != std::string::npos) == (experts > 1));
+  }
+}
