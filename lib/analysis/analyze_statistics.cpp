@@ -222,15 +222,16 @@ void Analysis::dynamics() {
     ent.y_label = "entropy (nats, max " + fmt(std::log(static_cast<double>(E))) + ")";
     figure("dynamics_entropy", "Route entropy per task over training (" + which + ")",
            [&](const fs::path& p) { plot_lines(ent, p); });
+    // Changes count against the previous snapshot: the first has nothing to compare with.
     LineChartSpec ch;
-    ch.x = ent.x;
+    ch.x.assign(ent.x.begin() + 1, ent.x.end());
     std::vector<std::string> cats;
     for (std::size_t i : di)
       if (std::find(cats.begin(), cats.end(), cat_of(d.tasks[i])) == cats.end()) cats.push_back(cat_of(d.tasks[i]));
     for (const auto& c : cats) {
       LineChartSpec::Series s;
       s.name = c;
-      for (std::size_t k = 0; k < d.steps.size(); ++k) {
+      for (std::size_t k = 1; k < d.steps.size(); ++k) {
         double sum = 0;
         for (std::size_t i : di)
           if (cat_of(d.tasks[i]) == c) sum += static_cast<double>(d.changes[k][i]);

@@ -164,8 +164,10 @@ cairo_status_t append_to_string(void* closure, const unsigned char* data, unsign
 
 class PngCanvas final : public Canvas {
  public:
-  PngCanvas(int w, int h)
-      : surface_(cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h)), cr_(cairo_create(surface_)) {
+  // A w x h layout drawn at `scale` pixels per unit.
+  PngCanvas(int w, int h, int scale)
+      : surface_(cairo_image_surface_create(CAIRO_FORMAT_RGB24, w * scale, h * scale)), cr_(cairo_create(surface_)) {
+    cairo_scale(cr_, scale, scale);
     set_font_options(cr_);
     set(kWhite);
     cairo_paint(cr_);
@@ -317,10 +319,11 @@ class SvgCanvas final : public Canvas {
 
 std::unique_ptr<Canvas> make_canvas(ImageFormat f, double w, double h) {
   const int iw = static_cast<int>(std::ceil(w)), ih = static_cast<int>(std::ceil(h));
-  require(iw <= kMaxSide && ih <= kMaxSide, "figure of " + std::to_string(iw) + " x " + std::to_string(ih) +
-                                                " pixels is larger than " + std::to_string(kMaxSide) +
-                                                " a side");
-  if (f == ImageFormat::kPng) return std::make_unique<PngCanvas>(iw, ih);
+  const int scale = f == ImageFormat::kPng ? kPngScale : 1;
+  require(iw * scale <= kMaxSide && ih * scale <= kMaxSide,
+          "figure of " + std::to_string(iw * scale) + " x " + std::to_string(ih * scale) + " pixels is larger than " +
+              std::to_string(kMaxSide) + " a side");
+  if (f == ImageFormat::kPng) return std::make_unique<PngCanvas>(iw, ih, scale);
   return std::make_unique<SvgCanvas>(iw, ih);
 }
 
@@ -914,9 +917,12 @@ FigureSize plot_lines(const LineChartSpec& spec, const std::filesystem::path& ou
       run.emplace_back(f.px(spec.x[i]), f.py(s.y[i]));
     }
     flush();
+    // Markers shrink with the series index, so the points of series that coincide show as
+    // concentric rings rather than hiding each other.
+    const double r = 2.0 + 1.0 * static_cast<double>(spec.series.size() - 1 - si);
     if (markers)
       for (std::size_t i = 0; i < n; ++i)
-        if (std::isfinite(s.y[i])) c.circle(f.px(spec.x[i]), f.py(s.y[i]), 2.2, col, col);
+        if (std::isfinite(s.y[i])) c.circle(f.px(spec.x[i]), f.py(s.y[i]), r, col, kWhite);
   }
   draw_legend(c, colors.legend, ll, legend_x, f.y);
   write(out, c);

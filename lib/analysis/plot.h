@@ -42,8 +42,13 @@ Rgb blues(double v);
 // (lightness 0.6, saturation 0.65: seaborn's hls palette, as the reference's sub-category band).
 std::vector<Rgb> qualitative_palette(std::size_t n);
 
+// PNG images are drawn at kPngScale pixels per layout unit: the layouts are sized for 96 units
+// per inch, so a PNG has the detail of about 190 dpi at its layout size (a heatmap of 160 tasks
+// stays legible when printed). SVG is resolution-free (1 unit = 1 user unit).
+inline constexpr int kPngScale = 2;
+
 struct FigureSize {
-  int width = 0, height = 0;  // pixels (PNG) or user units (SVG viewBox)
+  int width = 0, height = 0;  // layout units: the SVG viewBox; a PNG has kPngScale x as many pixels
   bool operator==(const FigureSize&) const = default;
 };
 

@@ -3,6 +3,9 @@
 // with the number of tasks, deterministic bytes, and argument errors.
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <set>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,6 +19,9 @@ using tlmoe::test::read_text;
 using tlmoe::test::TempDir;
 
 namespace {
+
+// A PNG has 2 pixels per layout unit (about 190 dpi for layouts at 96 units per inch).
+FigureSize doubled(FigureSize f) { return {2 * f.width, 2 * f.height}; }
 
 // Width and height from a PNG's IHDR chunk (bytes 16..23, big-endian), or {-1, -1} when the
 // bytes do not start with the PNG signature and an IHDR chunk.
@@ -150,7 +156,7 @@ TEST_CASE("Plot: route heatmap as PNG and SVG, one label per task", "[analysis][
   HeatmapSpec s = heatmap_spec(12);
   FigureSize png = plot_route_heatmap(s, d / "h.png");
   const std::string bytes = read_text(d / "h.png");
-  CHECK(png_size(bytes) == png);
+  CHECK(png_size(bytes) == doubled(png));
   CHECK(png.width > 200);
   CHECK(png.height > 12 * 14);
 
@@ -182,7 +188,7 @@ TEST_CASE("Plot: heatmap height grows with the number of tasks", "[analysis][plo
   TempDir d;
   FigureSize small = plot_route_heatmap(heatmap_spec(5, false), d / "a.png");
   FigureSize big = plot_route_heatmap(heatmap_spec(40, false), d / "b.png");
-  CHECK(png_size(read_text(d / "b.png")) == big);
+  CHECK(png_size(read_text(d / "b.png")) == doubled(big));
   // At least 14 px per extra row: rows of 11 px labels never overlap.
   CHECK(big.height - small.height >= 35 * 14);
   CHECK(big.width == small.width);  // same label lengths, same columns
@@ -208,7 +214,7 @@ TEST_CASE("Plot: labels are escaped in SVG and drawn in PNG", "[analysis][plot]"
   // Invalid UTF-8 does not stop Cairo from drawing (it is replaced).
   s.routes.tasks[2] = std::string("bad\xff\xfe");
   FigureSize f = plot_route_heatmap(s, d / "e.png");
-  CHECK(png_size(read_text(d / "e.png")) == f);
+  CHECK(png_size(read_text(d / "e.png")) == doubled(f));
   plot_route_heatmap(s, d / "e2.svg");
   CHECK(count(read_text(d / "e2.svg"), ">bad?\?</text>") == 1);
 }
@@ -239,7 +245,7 @@ TEST_CASE("Plot: PCA scatter coloured by category with point labels", "[analysis
     s.labels.push_back("pt" + std::to_string(i));
   }
   FigureSize png = plot_scatter(s, d / "s.png");
-  CHECK(png_size(read_text(d / "s.png")) == png);
+  CHECK(png_size(read_text(d / "s.png")) == doubled(png));
   FigureSize svg = plot_scatter(s, d / "s.svg");
   CHECK(svg == png);
   const std::string x = read_text(d / "s.svg");
@@ -281,7 +287,7 @@ TEST_CASE("Plot: expert usage per category per layer as grouped bars", "[analysi
   CHECK(s.panels[0].values == assoc[0].p_expert_given_category);
 
   FigureSize png = plot_grouped_bars(s, d / "u.png");
-  CHECK(png_size(read_text(d / "u.png")) == png);
+  CHECK(png_size(read_text(d / "u.png")) == doubled(png));
   CHECK(plot_grouped_bars(s, d / "u.svg") == png);
   const std::string x = read_text(d / "u.svg");
   CHECK(xml_problem(x).empty());
@@ -314,7 +320,7 @@ TEST_CASE("Plot: route dynamics as line charts", "[analysis][plot]") {
   }
   s.series[2].y[2] = NAN;  // a gap
   FigureSize png = plot_lines(s, d / "l.png");
-  CHECK(png_size(read_text(d / "l.png")) == png);
+  CHECK(png_size(read_text(d / "l.png")) == doubled(png));
   CHECK(plot_lines(s, d / "l.svg") == png);
   std::string x = read_text(d / "l.svg");
   CHECK(xml_problem(x).empty());
@@ -336,4 +342,22 @@ TEST_CASE("Plot: route dynamics as line charts", "[analysis][plot]") {
   CHECK(count(x, ">tasks</text>") == 1);
   c.series[0].y.pop_back();
   CHECK_THROWS_AS(plot_lines(c, d / "c.png"), std::invalid_argument);
+
+  // Two series that coincide stay visible: at each point, two markers of different sizes.
+  LineChartSpec same;
+  same.x = {100, 200, 300};
+  same.series = {{"a", {1, 2, 3}, ""}, {"b", {1, 2, 3}, ""}};
+  plot_lines(same, d / "same.svg");
+  x = read_text(d / "same.svg");
+  std::map<std::string, std::set<std::string>> radii;  // "cx,cy" -> marker radii there
+  for (std::size_t at = x.find("<circle cx=\""); at != std::string::npos; at = x.find("<circle cx=\"", at + 1)) {
+    auto attr = [&](const std::string& name) {
+      const std::size_t b = x.find(name + "=\"", at) + name.size() + 2;
+      return x.substr(b, x.find('"', b) - b);
+    };
+    radii[attr("cx") + "," + attr("cy")].insert(attr("r"));
+  }
+  int doubled_points = 0;
+  for (const auto& [where, rs] : radii) doubled_points += rs.size() == 2;
+  CHECK(doubled_points == 3);
 }
