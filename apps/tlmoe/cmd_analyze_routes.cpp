@@ -1,6 +1,6 @@
 // tlmoe analyze-routes --checkpoint CK --out D [--config C] [--set k=v]... [--ontology F]
 //                      [--compare CK2] [--ablate L:E]... [--force T=U]... [--attribution]
-//                      [--max-examples N] [--tasks a,b]
+//                      [--max-examples N] [--tasks a,b] [--dynamics-tasks a,b]
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -14,7 +14,7 @@ namespace tlmoe::app {
 void setup_analyze_routes(CLI::App& app) {
   struct Opts {
     ConfigOptions config;
-    std::string checkpoint, ontology, out, compare, tasks;
+    std::string checkpoint, ontology, out, compare, tasks, dynamics_tasks;
     std::vector<std::string> ablate, force;
     bool attribution = false;
     int64_t max_examples = 40;
@@ -56,6 +56,9 @@ void setup_analyze_routes(CLI::App& app) {
                   "Test examples decoded per task in counterfactual evaluations (0 = all)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--dynamics-tasks", o->dynamics_tasks,
+                  "Comma-separated tasks drawn as their own lines in figures/dynamics_entropy, next to the category "
+                  "means and bands");
   cmd->add_option("--tasks", o->tasks,
                   "Comma-separated tasks for --ablate / --attribution (default: every task of the split file)");
   cmd->callback([o] {
@@ -71,6 +74,7 @@ void setup_analyze_routes(CLI::App& app) {
     a.attribution = o->attribution;
     a.max_examples = o->max_examples;
     a.tasks = split_list(o->tasks);
+    a.dynamics_tasks = split_list(o->dynamics_tasks);
     a.log = &std::cerr;
     const analysis::AnalysisReport r = analysis::analyze_routes(a);
     std::cout << r.summary << "\n\n";

@@ -268,6 +268,7 @@ void Analysis::check_counterfactual_inputs() {
     throw UsageError("analyze-routes: --force needs task-level routes; " + o.checkpoint +
                      " routes every example at random (instance_random)");
   for (const auto& t : o.tasks) task_index(t, lm.tasks, "--tasks", o.checkpoint);
+  for (const auto& t : o.dynamics_tasks) task_index(t, lm.tasks, "--dynamics-tasks", o.checkpoint);
   if (!o.tasks.empty() && ablate.empty() && !o.attribution)
     throw UsageError("analyze-routes: --tasks chooses the tasks of --ablate / --attribution; give one of them "
                      "(--force evaluates only the tasks it names)");

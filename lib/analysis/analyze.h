@@ -76,6 +76,7 @@ struct AnalyzeOptions {
   bool attribution = false;          // one evaluation per expert of `ablate` (every routed expert if empty)
   std::int64_t max_examples = 40;    // test examples decoded per task in counterfactuals (0 = all)
   std::vector<std::string> tasks;    // tasks of the ablation / attribution evaluations; "" = every task
+  std::vector<std::string> dynamics_tasks;  // tasks drawn as their own lines in dynamics_entropy
   std::ostream* log = nullptr;       // progress (std::cerr when null)
 };
 

@@ -2,6 +2,7 @@
 // dynamics over training, and the comparison with a second run.
 #include <algorithm>
 #include <charconv>
+#include <functional>
 #include <cmath>
 #include <numeric>
 
@@ -122,6 +123,49 @@ void Analysis::association_tests() {
          });
 }
 
+namespace {
+
+// The entropy figure: per category the mean over its tasks with a band from the lowest to the
+// highest task (one line per task is unreadable beyond a few tasks), plus a line for each task
+// of `tasks` (--dynamics-tasks).
+LineChartSpec entropy_chart(const RouteDynamics& d, const std::vector<std::size_t>& di,
+                            const std::function<std::string(const std::string&)>& cat_of,
+                            const std::vector<std::string>& tasks) {
+  LineChartSpec ent;
+  for (auto s : d.steps) ent.x.push_back(static_cast<double>(s));
+  std::vector<std::string> cats;
+  for (std::size_t i : di)
+    if (std::find(cats.begin(), cats.end(), cat_of(d.tasks[i])) == cats.end()) cats.push_back(cat_of(d.tasks[i]));
+  for (const auto& c : cats) {
+    LineChartSpec::Series s;
+    s.name = c + " (mean)";
+    for (std::size_t k = 0; k < d.steps.size(); ++k) {
+      double sum = 0, lo = INFINITY, hi = -INFINITY;
+      std::size_t cnt = 0;
+      for (std::size_t i : di)
+        if (cat_of(d.tasks[i]) == c) {
+          sum += d.entropy[k][i], ++cnt;
+          lo = std::min(lo, d.entropy[k][i]), hi = std::max(hi, d.entropy[k][i]);
+        }
+      s.y.push_back(sum / static_cast<double>(cnt));
+      s.lo.push_back(lo);
+      s.hi.push_back(hi);
+    }
+    ent.series.push_back(std::move(s));
+  }
+  for (const auto& t : tasks) {
+    auto it = std::find(d.tasks.begin(), d.tasks.end(), t);
+    if (it == d.tasks.end()) continue;
+    LineChartSpec::Series s;
+    s.name = t + " (" + cat_of(t) + ")";
+    for (std::size_t k = 0; k < d.steps.size(); ++k) s.y.push_back(d.entropy[k][static_cast<std::size_t>(it - d.tasks.begin())]);
+    ent.series.push_back(std::move(s));
+  }
+  return ent;
+}
+
+}  // namespace
+
 // Average-linkage clusters and the same-category permutation test on the tau = 1 route vectors,
 // on all categorised tasks and on the seen and unseen tasks alone.
 void Analysis::clustering() {
@@ -207,17 +251,10 @@ void Analysis::dynamics() {
       auto it = row_of.find(task);
       return it == row_of.end() ? std::string("uncategorised") : shown_cat[it->second];
     };
-    LineChartSpec ent;
-    for (auto s : d.steps) ent.x.push_back(static_cast<double>(s));
-    for (std::size_t i : di) {
-      LineChartSpec::Series s;
-      s.name = d.tasks[i];
-      s.group = cat_of(d.tasks[i]);
-      for (std::size_t k = 0; k < d.steps.size(); ++k) s.y.push_back(d.entropy[k][i]);
-      ent.series.push_back(s);
-    }
+    LineChartSpec ent = entropy_chart(d, di, cat_of, o.dynamics_tasks);
     const std::string which = key == "routes_t1" ? "tau = 1" : "the training tau";
-    ent.title = "Mean route entropy per task (" + which + ") over training";
+    ent.title = "Route entropy (" + which + ") over training: category means, bands from the lowest to the highest task" +
+                (o.dynamics_tasks.empty() ? std::string() : ", and the tasks asked for");
     ent.x_label = "step";
     ent.y_label = "entropy (nats, max " + fmt(std::log(static_cast<double>(E))) + ")";
     figure("dynamics_entropy", "Route entropy per task over training (" + which + ")",

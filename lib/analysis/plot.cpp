@@ -152,6 +152,7 @@ class Canvas {
   virtual void line(double x0, double y0, double x1, double y1, Rgb c, double lw) = 0;
   virtual void polyline(const std::vector<std::pair<double, double>>& pts, Rgb c, double lw) = 0;
   virtual void circle(double cx, double cy, double r, Rgb fill, Rgb stroke) = 0;
+  virtual void fill_polygon(const std::vector<std::pair<double, double>>& pts, Rgb c, double opacity) = 0;
   virtual void text(double x, double y, const std::string& s, const TextStyle& st, Align align,
                     double angle = 0) = 0;
   virtual std::string finish() = 0;  // the file's bytes
@@ -205,6 +206,14 @@ class PngCanvas final : public Canvas {
     cairo_move_to(cr_, pts[0].first, pts[0].second);
     for (std::size_t i = 1; i < pts.size(); ++i) cairo_line_to(cr_, pts[i].first, pts[i].second);
     cairo_stroke(cr_);
+  }
+  void fill_polygon(const std::vector<std::pair<double, double>>& pts, Rgb c, double opacity) override {
+    if (pts.size() < 3) return;
+    cairo_set_source_rgba(cr_, c.r, c.g, c.b, opacity);
+    cairo_move_to(cr_, pts[0].first, pts[0].second);
+    for (std::size_t i = 1; i < pts.size(); ++i) cairo_line_to(cr_, pts[i].first, pts[i].second);
+    cairo_close_path(cr_);
+    cairo_fill(cr_);
   }
   void circle(double cx, double cy, double r, Rgb fill, Rgb stroke) override {
     cairo_new_sub_path(cr_);
@@ -295,6 +304,15 @@ class SvgCanvas final : public Canvas {
     }
     out_ += "\" fill=\"none\" stroke=\"" + hex(c) + "\" stroke-width=\"" + num(lw) +
             "\" stroke-linejoin=\"round\"/>\n";
+  }
+  void fill_polygon(const std::vector<std::pair<double, double>>& pts, Rgb c, double opacity) override {
+    if (pts.size() < 3) return;
+    out_ += "<polygon points=\"";
+    for (std::size_t i = 0; i < pts.size(); ++i) {
+      if (i) out_ += ' ';
+      out_.append(num(pts[i].first)).append(",").append(num(pts[i].second));
+    }
+    out_ += "\" fill=\"" + hex(c) + "\" fill-opacity=\"" + num(opacity) + "\" stroke=\"none\"/>\n";
   }
   void circle(double cx, double cy, double r, Rgb fill, Rgb stroke) override {
     out_ += "<circle cx=\"" + num(cx) + "\" cy=\"" + num(cy) + "\" r=\"" + num(r) + "\" fill=\"" + hex(fill) +
@@ -859,6 +877,34 @@ GroupedBarSpec expert_usage_bars(const std::vector<LayerAssociation>& layers, co
 
 // ---- lines -----------------------------------------------------------------------------------
 
+namespace {
+
+// A series' band (lo..hi) as translucent polygons, one per run of finite values.
+void draw_band(Canvas& c, const PlotFrame& f, const std::vector<double>& x, const LineChartSpec::Series& s, Rgb col) {
+  if (s.lo.empty()) return;
+  std::vector<std::pair<double, double>> top, bottom;
+  auto flush = [&] {
+    if (top.size() >= 2) {
+      std::vector<std::pair<double, double>> poly(top);
+      poly.insert(poly.end(), bottom.rbegin(), bottom.rend());
+      c.fill_polygon(poly, col, 0.18);
+    }
+    top.clear();
+    bottom.clear();
+  };
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (!std::isfinite(s.lo[i]) || !std::isfinite(s.hi[i])) {
+      flush();
+      continue;
+    }
+    top.emplace_back(f.px(x[i]), f.py(s.hi[i]));
+    bottom.emplace_back(f.px(x[i]), f.py(s.lo[i]));
+  }
+  flush();
+}
+
+}  // namespace
+
 FigureSize plot_lines(const LineChartSpec& spec, const std::filesystem::path& out,
                       std::optional<ImageFormat> format) {
   const std::size_t n = spec.x.size();
@@ -869,7 +915,11 @@ FigureSize plot_lines(const LineChartSpec& spec, const std::filesystem::path& ou
   for (const auto& s : spec.series) {
     require(s.y.size() == n, "lines: series '" + s.name + "' has " + std::to_string(s.y.size()) +
                                  " values for " + std::to_string(n) + " x values");
+    require(s.lo.size() == s.hi.size() && (s.lo.empty() || s.lo.size() == n),
+            "lines: series '" + s.name + "': the band needs lo and hi with one value per x");
     all_y.insert(all_y.end(), s.y.begin(), s.y.end());
+    all_y.insert(all_y.end(), s.lo.begin(), s.lo.end());
+    all_y.insert(all_y.end(), s.hi.begin(), s.hi.end());
     keys.push_back(s.group.empty() ? "\x01" + s.name
                                    : s.group);  // "\x01": a series' own name never equals a group
   }
@@ -901,6 +951,7 @@ FigureSize plot_lines(const LineChartSpec& spec, const std::filesystem::path& ou
   draw_frame(c, f, spec.x_label, spec.y_label, y_room);
   const bool few = spec.series.size() <= 10;  // many series: thinner lines, no markers
   const bool markers = few && n <= 40;
+  for (std::size_t si = 0; si < spec.series.size(); ++si) draw_band(c, f, spec.x, spec.series[si], colors.per_item[si]);
   for (std::size_t si = 0; si < spec.series.size(); ++si) {
     const auto& s = spec.series[si];
     const Rgb col = colors.per_item[si];

@@ -99,12 +99,14 @@ GroupedBarSpec expert_usage_bars(const std::vector<LayerAssociation>& layers, co
 
 // Series over a shared x axis. Series with the same non-empty `group` share a colour and one
 // legend entry (e.g. one line per task, coloured by its category); a series with an empty
-// group gets its own colour and legend entry under its name.
+// group gets its own colour and legend entry under its name. A series with `lo`/`hi` draws a
+// translucent band between them in its colour, under every line (e.g. a category's range).
 struct LineChartSpec {
   struct Series {
     std::string name;
     std::vector<double> y;  // one per x; NaN leaves a gap
     std::string group;
+    std::vector<double> lo, hi;  // empty, or one per x each: the band (NaN leaves a gap)
   };
   std::vector<double> x;
   std::vector<Series> series;

@@ -106,7 +106,7 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
   const std::string tasks = "add_digits,person_city,company_product,delete_word,rc_owner,reverse_list";
   r = run_tlmoe("analyze-routes --checkpoint " + (d / "run/last").string() + " --out " + out.string() +
                 " --ablate enc1:1 --force rc_owner=add_digits --tasks " + tasks + " --max-examples 3" +
-                " --compare " + (d / "run/last").string());
+                " --compare " + (d / "run/last").string() + " --dynamics-tasks add_digits");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("NMI"));
@@ -192,6 +192,16 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
     CHECK(lp <= 1.0);
   }
   CHECK(stats.at("dynamics").at("steps") == nlohmann::json({3, 6}));
+  // dynamics_entropy: one mean line and band per category, and the task asked for by name;
+  // dynamics_changes: only the second snapshot has changes to show (no point at step 3)
+  const std::string ent = read_text(out / "figures/dynamics_entropy.svg");
+  CHECK(std::count(ent.begin(), ent.end(), '\n') > 0);
+  std::size_t bands = 0;
+  for (std::size_t at = ent.find("<polygon"); at != std::string::npos; at = ent.find("<polygon", at + 1)) ++bands;
+  CHECK(bands == stats.at("categories").size());
+  CHECK(ent.find(">add_digits (arithmetic)</text>") != std::string::npos);
+  CHECK(ent.find(">extractive (mean)</text>") != std::string::npos);
+  CHECK(ent.find(">person_city</text>") == std::string::npos);  // no per-task lines otherwise
   CHECK_FALSE(stats.at("summary").get<std::string>().empty());
   // A run compared with itself: the experts align to themselves and every route agrees.
   for (const auto& l : stats.at("compare").at("layers")) {

@@ -360,4 +360,19 @@ TEST_CASE("Plot: route dynamics as line charts", "[analysis][plot]") {
   int doubled_points = 0;
   for (const auto& [where, rs] : radii) doubled_points += rs.size() == 2;
   CHECK(doubled_points == 3);
+
+  // A band: one translucent polygon per run of finite values, under the lines; its values count
+  // for the y axis (5 is above every line).
+  LineChartSpec band;
+  band.x = {1, 2, 3, 4};
+  band.series = {{"mean", {1, 2, 2, 1}, "", {0.5, 1, NAN, 0.5}, {1.5, 5, 3, 1.5}}};
+  plot_lines(band, d / "band.svg");
+  x = read_text(d / "band.svg");
+  CHECK(xml_problem(x).empty());
+  CHECK(count(x, "<polygon") == 1);  // the NaN at x = 3 leaves one run of two points and one of one
+  CHECK(x.find("fill-opacity=\"0.18\"") != std::string::npos);
+  CHECK(x.find("<polygon") < x.find("<polyline"));
+  CHECK(count(x, ">5</text>") == 1);
+  band.series[0].hi.pop_back();
+  CHECK_THROWS_AS(plot_lines(band, d / "band.png"), std::invalid_argument);
 }
