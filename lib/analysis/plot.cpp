@@ -714,6 +714,58 @@ FigureSize plot_route_heatmap(const HeatmapSpec& spec, const std::filesystem::pa
 
 // ---- scatter ---------------------------------------------------------------------------------
 
+namespace {
+
+struct Box {
+  double x0, y0, x1, y1;
+  bool overlaps(const Box& o) const { return x0 < o.x1 && o.x0 < x1 && y0 < o.y1 && o.y0 < y1; }
+};
+
+// Where a point's label goes: its box's left and vertical middle, a leader line when it is away
+// from the point, or number > 0 when no place is free (the label goes into a numbered key).
+struct LabelPlace {
+  double x = 0, y = 0;
+  bool leader = false;
+  int number = 0;
+};
+
+// Greedy placement, points in order: each label takes the first free spot of 8 directions at
+// growing distances (right of the point first) inside the plot area, clear of every point and
+// every label placed before; a label with no free spot becomes a number with a key below.
+std::vector<LabelPlace> place_labels(TextMeasure& m, const PlotFrame& f, const std::vector<double>& px,
+                                     const std::vector<double>& py, const std::vector<std::string>& labels,
+                                     double r, double font) {
+  std::vector<Box> taken;
+  for (std::size_t i = 0; i < px.size(); ++i) taken.push_back({px[i] - r, py[i] - r, px[i] + r, py[i] + r});
+  std::vector<LabelPlace> out(labels.size());
+  int numbered = 0;
+  const double h = font + 2;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    const double w = m.width(labels[i], font);
+    bool placed = false;
+    for (double dist : {r + 3, r + 12, r + 24, r + 40}) {
+      const std::pair<double, double> dirs[] = {{1, 0}, {-1, 0}, {0, -1}, {0, 1}, {1, -1}, {-1, -1}, {1, 1}, {-1, 1}};
+      for (const auto& [dx, dy] : dirs) {
+        const double cx = px[i] + dx * dist, cy = py[i] + dy * dist;
+        const double x0 = dx > 0 ? cx : dx < 0 ? cx - w : cx - w / 2;
+        const double y0 = dy > 0 ? cy : dy < 0 ? cy - h : cy - h / 2;
+        const Box b{x0, y0, x0 + w, y0 + h};
+        if (b.x0 < f.x || b.x1 > f.x + f.w || b.y0 < f.y || b.y1 > f.y + f.h) continue;
+        if (std::any_of(taken.begin(), taken.end(), [&](const Box& t) { return t.overlaps(b); })) continue;
+        taken.push_back(b);
+        out[i] = {x0, y0 + h / 2, dist > r + 3, 0};
+        placed = true;
+        break;
+      }
+      if (placed) break;
+    }
+    if (!placed) out[i].number = ++numbered;
+  }
+  return out;
+}
+
+}  // namespace
+
 FigureSize plot_scatter(const ScatterSpec& spec, const std::filesystem::path& out,
                         std::optional<ImageFormat> format) {
   const std::size_t n = spec.x.size();
@@ -749,16 +801,22 @@ FigureSize plot_scatter(const ScatterSpec& spec, const std::filesystem::path& ou
   Coloring colors =
       color_by(spec.category.empty() ? std::vector<std::string>(n) : spec.category, "category", true);
   if (spec.category.empty()) colors.legend.entries.clear();
-  // Labels right of points near the right edge push the legend further right.
-  double overshoot = 0;
-  for (std::size_t i = 0; i < spec.labels.size(); ++i)
-    overshoot = std::max(overshoot,
-                         f.px(spec.x[i]) + kPointR + 3 + m.width(spec.labels[i], kPointFont) - (f.x + f.w));
+  std::vector<double> px, py;
+  for (std::size_t i = 0; i < n; ++i) px.push_back(f.px(spec.x[i])), py.push_back(f.py(spec.y[i]));
+  const auto places = place_labels(m, f, px, py, spec.labels, kPointR, kPointFont);
+  std::vector<std::string> key;  // "N  label" of the points that got a number
+  for (std::size_t i = 0; i < places.size(); ++i)
+    if (places[i].number) key.push_back(std::to_string(places[i].number) + "  " + spec.labels[i]);
   const LegendLayout ll = layout_legend(m, colors.legend, 0);
-  const double legend_x = f.x + f.w + 16 + overshoot;
+  const double legend_x = f.x + f.w + 16;
+  double key_w = 0;
+  for (const auto& k : key) key_w = std::max(key_w, m.width(k, kPointFont) + 16);
+  const std::size_t key_cols = key.empty() ? 1 : std::max<std::size_t>(1, static_cast<std::size_t>(f.w / key_w));
+  const double key_h = key.empty() ? 0 : 6 + static_cast<double>((key.size() + key_cols - 1) / key_cols) * (kPointFont + 3);
   const double width = fit_title(
-      m, spec.title, (colors.legend.entries.empty() ? f.x + f.w + overshoot : legend_x + ll.width) + kMargin);
-  const double height = std::max(f.y + f.h + x_axis_room(spec.x_label), f.y + ll.height) + kMargin;
+      m, spec.title, (colors.legend.entries.empty() ? f.x + f.w : legend_x + ll.width) + kMargin);
+  const double key_y = f.y + f.h + x_axis_room(spec.x_label);
+  const double height = std::max(key_y + key_h, f.y + ll.height) + kMargin;
 
   auto canvas = make_canvas(fmt, width, height);
   Canvas& c = *canvas;
@@ -766,8 +824,21 @@ FigureSize plot_scatter(const ScatterSpec& spec, const std::filesystem::path& ou
   draw_frame(c, f, spec.x_label, spec.y_label, y_room);
   for (std::size_t i = 0; i < n; ++i)
     c.circle(f.px(spec.x[i]), f.py(spec.y[i]), kPointR, colors.per_item[i], darker(colors.per_item[i]));
-  for (std::size_t i = 0; i < spec.labels.size(); ++i)
-    c.text(f.px(spec.x[i]) + kPointR + 3, f.py(spec.y[i]) - kPointR, spec.labels[i],
+  for (std::size_t i = 0; i < places.size(); ++i) {
+    const LabelPlace& lp = places[i];
+    if (lp.number) {  // a small number beside the point, the label in the key below
+      c.text(px[i] + kPointR + 1, py[i] - kPointR - 2, std::to_string(lp.number), {kPointFont - 1, true, kAxis}, Align::kLeft);
+      continue;
+    }
+    if (lp.leader) {
+      const double lx = std::clamp(px[i], lp.x, lp.x + m.width(spec.labels[i], kPointFont));
+      c.line(px[i], py[i], lx, lp.y, Rgb{0.6, 0.6, 0.6}, 0.6);
+    }
+    c.text(lp.x, lp.y, spec.labels[i], {kPointFont, false, kAxis}, Align::kLeft);
+  }
+  for (std::size_t k = 0; k < key.size(); ++k)
+    c.text(f.x + static_cast<double>(k % key_cols) * key_w,
+           key_y + 6 + static_cast<double>(k / key_cols) * (kPointFont + 3) + kPointFont / 2, key[k],
            {kPointFont, false, kAxis}, Align::kLeft);
   if (!colors.legend.entries.empty()) draw_legend(c, colors.legend, ll, legend_x, f.y);
   write(out, c);

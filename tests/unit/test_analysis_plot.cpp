@@ -275,6 +275,49 @@ TEST_CASE("Plot: PCA scatter coloured by category with point labels", "[analysis
   CHECK_THROWS_AS(plot_scatter(s, d / "z.png"), std::invalid_argument);
 }
 
+TEST_CASE("Plot: scatter labels never overlap; crowded points get numbers and a key", "[analysis][plot]") {
+  TempDir d;
+  ScatterSpec s;
+  // 160 points: a crowded clump of 60 and 100 spread on a grid
+  for (int i = 0; i < 160; ++i) {
+    s.x.push_back(i < 60 ? 0.001 * i : (i % 10));
+    s.y.push_back(i < 60 ? 0.001 * (i % 7) : (i / 10));
+    s.labels.push_back("task_" + std::to_string(i));
+  }
+  plot_scatter(s, d / "crowd.svg");
+  const std::string x = read_text(d / "crowd.svg");
+  CHECK(xml_problem(x).empty());
+  struct Label {
+    double x, y, size;
+    std::string text;
+  };
+  std::vector<Label> placed;
+  int keyed = 0;
+  for (std::size_t at = x.find("<text x=\""); at != std::string::npos; at = x.find("<text x=\"", at + 1)) {
+    auto attr = [&](const std::string& name) {
+      const std::size_t b = x.find(name + "=\"", at) + name.size() + 2;
+      return std::stod(x.substr(b, x.find('"', b) - b));
+    };
+    const std::size_t gt = x.find('>', at) + 1;
+    const std::string text = x.substr(gt, x.find("</text>", gt) - gt);
+    if (text.rfind("task_", 0) == 0) placed.push_back({attr("x"), attr("y"), attr("font-size"), text});
+    if (text.find("  task_") != std::string::npos) ++keyed;  // "N  task_i" in the key
+  }
+  CHECK(placed.size() + keyed == 160);  // every label once, on the plot or in the key
+  CHECK(keyed > 0);                     // the clump cannot hold 60 labels
+  CHECK(placed.size() > 60);
+  // boxes with a lower bound of the glyph width (0.45 em) and 0.8 em of height: none may overlap
+  for (std::size_t i = 0; i < placed.size(); ++i)
+    for (std::size_t j = i + 1; j < placed.size(); ++j) {
+      const auto& a = placed[i];
+      const auto& b = placed[j];
+      const double wa = 0.45 * a.size * static_cast<double>(a.text.size()), wb = 0.45 * b.size * static_cast<double>(b.text.size());
+      const bool overlap = a.x < b.x + wb && b.x < a.x + wa && std::abs(a.y - b.y) < 0.8 * a.size;
+      INFO(a.text << " and " << b.text);
+      CHECK_FALSE(overlap);
+    }
+}
+
 TEST_CASE("Plot: expert usage per category per layer as grouped bars", "[analysis][plot]") {
   TempDir d;
   HeatmapSpec h = heatmap_spec(12);
