@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -29,22 +31,29 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
   tmp += unique_suffix();
   {
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw std::runtime_error("cannot create " + tmp.string());
-    bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-    ok = (std::fflush(f) == 0) && ok;
-    ok = (::fsync(::fileno(f)) == 0) && ok;
-    ok = (std::fclose(f) == 0) && ok;
-    if (!ok) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + path.string());
+    if (!f) throw std::runtime_error("cannot create " + tmp.string() + ": " + std::strerror(errno));
+    // The first failure's reason (errno), e.g. "No space left on device", before clean-up runs.
+    int err = 0;
+    auto check = [&err](bool ok) {
+      if (!ok && err == 0) err = errno ? errno : EIO;
+    };
+    check(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+    check(std::fflush(f) == 0);
+    check(::fsync(::fileno(f)) == 0);
+    check(std::fclose(f) == 0);
+    if (err) {
+      std::error_code ignored;
+      fs::remove(tmp, ignored);
+      throw std::runtime_error("cannot write " + path.string() + ": " + std::strerror(err));
     }
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error("cannot rename into " + path.string() + ": " + ec.message());
+    const std::string why = ec.message();  // before the clean-up below reuses nothing of it
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw std::runtime_error("cannot rename into " + path.string() + ": " + why);
   }
 }
 
