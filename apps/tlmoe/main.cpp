@@ -1,5 +1,6 @@
 // tlmoe: the command-line entry point. Wires the subcommands and maps exceptions to exit codes:
 // 0 success; 2 bad usage, bad config or bad input data; 1 a failure while running.
+#include <filesystem>
 #include <cstdlib>
 #include <iostream>
 
@@ -79,6 +80,16 @@ int main(int argc, char** argv) {
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // An output path that cannot be written (a file where a folder must go, no permission, a
+    // read-only file system) is the user's to fix, like bad input: exit 2, naming the path.
+    const auto c = e.code();
+    const bool users = c == std::errc::permission_denied || c == std::errc::not_a_directory ||
+                       c == std::errc::is_a_directory || c == std::errc::read_only_file_system ||
+                       c == std::errc::file_exists;
+    std::cerr << "error: cannot write " << (e.path1().empty() ? std::string("an output") : e.path1().string())
+              << ": " << c.message() << "\n";
+    return users ? 2 : 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -31,7 +31,7 @@ void write_file_atomic(const fs::path& path, std::string_view bytes) {
   tmp += unique_suffix();
   {
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw std::runtime_error("cannot create " + tmp.string() + ": " + std::strerror(errno));
+    if (!f) throw fs::filesystem_error("cannot create", tmp, std::error_code(errno, std::generic_category()));
     // The first failure's reason (errno), e.g. "No space left on device", before clean-up runs.
     int err = 0;
     auto check = [&err](bool ok) {

@@ -338,6 +338,15 @@ TEST_CASE("gym -> preprocess end to end, with reuse and bad-data exit codes", "[
   r = run_tlmoe("train --plain --config " + cfg + tiny + " --set routing.router=mystery --run-dir " + (d / "r2").string());
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Catch::Contains("routing.router"));
+  // An output path under a regular file cannot be written: exit 2, naming it (train and preprocess)
+  write_text(d / "plain_file", "x");
+  r = run_tlmoe("train --plain --config " + cfg + tiny + " --run-dir " + (d / "plain_file" / "run").string());
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("error: cannot write " + (d / "plain_file").string()) &&
+                           Catch::Contains("Not a directory"));
+  r = run_tlmoe("preprocess --config " + cfg + sets + " --set data.cache_dir=" + (d / "plain_file" / "cache").string());
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("error: cannot write " + (d / "plain_file").string()));
 
   // A malformed TSV line: exit 2, the message names the file and the line.
   fs::path victim;
