@@ -271,8 +271,10 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
     md << " " << (std::isfinite(v) ? std::to_string(v).substr(0, 6) : std::string("n/a")) << " |";
   }
   txt << "\n\n";
-  md << "\n\n| comparison | ARG (all tasks) | ARG (unflagged) | tasks unflagged | p (sign-flip) | 95% CI (unflagged) |\n"
-        "|---|---:|---:|---:|---:|---|\n";
+  md << "\n";
+  if (!pairs.empty())  // one column alone has nothing to compare with: no empty table
+    md << "\n| comparison | ARG (all tasks) | ARG (unflagged) | tasks unflagged | p (sign-flip) | 95% CI (unflagged) |\n"
+          "|---|---:|---:|---:|---:|---|\n";
   for (const auto& [a, b] : pairs) {
     auto c = compare_methods(methods[a], methods[b], names[a], names[b], co);
     std::snprintf(buf, sizeof buf, "ARG %s over %s: %s over %zu tasks; %s over the %zu unflagged (p = %s, 95%% CI [%s, %s])\n",
@@ -286,8 +288,9 @@ void run_table(const std::vector<std::string>& runs, const std::string& pairs_ar
                   fmt_pct(c.unflagged.ci_high_percent).c_str());
     md << buf;
   }
-  txt << "(flagged tasks have a base score near zero, negative or NaN: their relative gain is not meaningful; "
-         "`tlmoe eval compare A B` lists them)\n";
+  if (!pairs.empty())
+    txt << "(flagged tasks have a base score near zero, negative or NaN: their relative gain is not meaningful; "
+           "`tlmoe eval compare A B` lists them)\n";
   const std::string notes = health_notes(names, methods);
   txt << notes;
   if (!notes.empty()) md << "\n" << std::regex_replace(notes, std::regex("\n"), "  \n");

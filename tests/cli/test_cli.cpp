@@ -174,6 +174,11 @@ TEST_CASE("eval compare and eval table report ARG on hand-made result tables", "
   CHECK(run_tlmoe("eval compare " + (d / "a").string() + " " + (d / "missing").string()).exit_code == 2);
   CHECK(run_tlmoe("eval table justaname").exit_code == 2);
 
+  // one column: its scores, and no empty comparison table
+  t = run_tlmoe("eval table only=" + (d / "a").string() + " --markdown " + (d / "one.md").string());
+  CHECK(t.exit_code == 0);
+  CHECK_THAT(read_text(d / "one.md"), Catch::Contains("| t1 | EM |") && !Catch::Contains("| comparison |"));
+
   // --tasks restricts both to the named tasks: t1 alone gives ARG = RG(t1) = +25 %
   t = run_tlmoe("eval table base=" + (d / "b").string() + " new=" + (d / "a").string() + " --tasks t1");
   INFO(t.output);
