@@ -275,7 +275,7 @@ TEST_CASE("Plot: PCA scatter coloured by category with point labels", "[analysis
   CHECK_THROWS_AS(plot_scatter(s, d / "z.png"), std::invalid_argument);
 }
 
-TEST_CASE("Plot: scatter labels never overlap; crowded points get numbers and a key", "[analysis][plot]") {
+TEST_CASE("Plot: scatter labels never overlap, crowded points get numbers and a key", "[analysis][plot]") {
   TempDir d;
   ScatterSpec s;
   // 160 points: a crowded clump of 60 and 100 spread on a grid

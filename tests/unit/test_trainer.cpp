@@ -343,7 +343,7 @@ TEST_CASE("task representations: fisher of adapter weights", "[train][taskrep]")
   cfg.task_rep.fisher_adapter_dim = 2;
   cfg.task_rep.fisher_steps = 4;
   cfg.task_rep.fisher_lr = 1e-3;
-  cfg.task_rep.dim = 2;
+  cfg.task_rep.dim = 1;  // PCA of the 2 upstream tasks: one component
   std::ostringstream log;
   tlmoe::data::preprocess(cfg, log);
   auto r = tlmoe::train::compute_task_reps(cfg, log);
@@ -351,7 +351,7 @@ TEST_CASE("task representations: fisher of adapter weights", "[train][taskrep]")
   CHECK(r.raw_dim == (1 * 2 + 1 * 3) * 2 * (2 * 32));
   auto rep = tlmoe::data::load_task_rep(r.path);
   CHECK(rep.kind == "fisher");
-  CHECK(rep.matrix.sizes() == torch::IntArrayRef({3, 2}));
+  CHECK(rep.matrix.sizes() == torch::IntArrayRef({3, 1}));
   torch::Tensor raw;
   for (auto& [n, v] : rep.extra)
     if (n == "raw") raw = v;
