@@ -65,9 +65,9 @@ inline std::string path_setting(const char* env_name, const char* built_in) {
 inline std::string binary() { return path_setting("TLMOE_TEST_BINARY", TLMOE_BINARY); }
 inline std::string source_dir() { return path_setting("TLMOE_TEST_SOURCE_DIR", TLMOE_SOURCE_DIR); }
 
-// Runs `tlmoe <args>` through the shell, capturing output. `args` is shell syntax.
-inline RunResult run_tlmoe(const std::string& args) {
-  std::string cmd = std::string("'") + binary() + "' " + args + " 2>&1";
+// Runs a shell command line, capturing stdout and stderr together.
+inline RunResult run_shell(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   RunResult r{-1, ""};
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -78,6 +78,9 @@ inline RunResult run_tlmoe(const std::string& args) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+// Runs `tlmoe <args>` through the shell, capturing output. `args` is shell syntax.
+inline RunResult run_tlmoe(const std::string& args) { return run_shell("'" + binary() + "' " + args); }
 
 // A TCP port free right now on 127.0.0.1 (the kernel picks it), for a test's rendezvous.
 inline int free_port() {

@@ -275,6 +275,16 @@ std::string hex(Rgb c) {
   return buf;
 }
 
+// "x,y x,y ..." for a polyline's or polygon's points attribute.
+std::string points_attr(const std::vector<std::pair<double, double>>& pts) {
+  std::string out;
+  for (std::size_t i = 0; i < pts.size(); ++i) {
+    if (i) out += ' ';
+    out.append(num(pts[i].first)).append(",").append(num(pts[i].second));
+  }
+  return out;
+}
+
 class SvgCanvas final : public Canvas {
  public:
   SvgCanvas(int w, int h) {
@@ -297,22 +307,12 @@ class SvgCanvas final : public Canvas {
   }
   void polyline(const std::vector<std::pair<double, double>>& pts, Rgb c, double lw) override {
     if (pts.size() < 2) return;
-    out_ += "<polyline points=\"";
-    for (std::size_t i = 0; i < pts.size(); ++i) {
-      if (i) out_ += ' ';
-      out_.append(num(pts[i].first)).append(",").append(num(pts[i].second));
-    }
-    out_ += "\" fill=\"none\" stroke=\"" + hex(c) + "\" stroke-width=\"" + num(lw) +
+    out_ += "<polyline points=\"" + points_attr(pts) + "\" fill=\"none\" stroke=\"" + hex(c) + "\" stroke-width=\"" + num(lw) +
             "\" stroke-linejoin=\"round\"/>\n";
   }
   void fill_polygon(const std::vector<std::pair<double, double>>& pts, Rgb c, double opacity) override {
     if (pts.size() < 3) return;
-    out_ += "<polygon points=\"";
-    for (std::size_t i = 0; i < pts.size(); ++i) {
-      if (i) out_ += ' ';
-      out_.append(num(pts[i].first)).append(",").append(num(pts[i].second));
-    }
-    out_ += "\" fill=\"" + hex(c) + "\" fill-opacity=\"" + num(opacity) + "\" stroke=\"none\"/>\n";
+    out_ += "<polygon points=\"" + points_attr(pts) + "\" fill=\"" + hex(c) + "\" fill-opacity=\"" + num(opacity) + "\" stroke=\"none\"/>\n";
   }
   void circle(double cx, double cy, double r, Rgb fill, Rgb stroke) override {
     out_ += "<circle cx=\"" + num(cx) + "\" cy=\"" + num(cy) + "\" r=\"" + num(r) + "\" fill=\"" + hex(fill) +

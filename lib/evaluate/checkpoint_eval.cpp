@@ -65,6 +65,7 @@ struct Session {
   Config cfg;
   json man;
   data::TaskSplits splits;
+  data::TaskTable tasks;  // tasks.json, read once: metrics and zero-shot answerability
   std::map<std::string, std::string> metrics;
   std::unique_ptr<text::Tokenizer> tok;
   model::LoadedModel lm;
@@ -82,7 +83,8 @@ Session open_session(const CheckpointEvalOptions& opts, std::ostream& log) {
   std::ostringstream quiet;
   data::preprocess(s.cfg, quiet);
   s.man = data::read_preprocess_manifest(s.cfg);
-  s.metrics = data::task_metrics(s.man.at("tasks_file").get<std::string>());
+  s.tasks = data::load_tasks(s.man.at("tasks_file").get<std::string>());
+  for (const auto& name : s.tasks.names()) s.metrics[name] = s.tasks.info(name).metric;
   s.splits = data::load_splits(s.man.at("splits").get<std::string>());
   const json& tok_info = s.man.at("tokenizer");
   s.tok = data::load_tokenizer(s.cfg);
@@ -163,8 +165,7 @@ json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
                   {"complete", false}, {"tasks", json::object()}, {"mean_over_tasks", nullptr},
                   {"generation", model::describe_generation(s.cfg)},
                   {"upstream_health", metrics::report_upstream_health(opts.checkpoint, log)}};
-  const auto answerable = data::zero_shot_answerable(
-      data::load_tasks(s.man.at("tasks_file").get<std::string>()), s.splits, s.cfg.data.instruction);
+  const auto answerable = data::zero_shot_answerable(s.tasks, s.splits, s.cfg.data.instruction);
   json answerable_here = json::object();
   for (const auto& t : tasks)
     if (answerable.count(t)) answerable_here[t] = answerable.at(t);

@@ -114,6 +114,12 @@ TEST_CASE("analyze-routes end to end on a tiny gym TL-MoE: report, figures, stat
 
   // report.md links every figure and table, and each exists.
   const std::string report = read_text(out / "report.md");
+  // a --dynamics-tasks name the checkpoint does not know: exit 2, nothing written
+  const auto bad = run_tlmoe("analyze-routes --checkpoint " + (d / "run/last").string() + " --out " +
+                             (d / "bad").string() + " --dynamics-tasks add_digitz");
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.output, Catch::Contains("--dynamics-tasks") && Catch::Contains("add_digitz"));
+  CHECK_FALSE(fs::exists(d / "bad"));
   CHECK_THAT(report, Catch::Contains("# Routing analysis"));
   CHECK_THAT(report, Catch::Contains("NMI = "));
   CHECK_THAT(report, Catch::Contains("permutation p = "));

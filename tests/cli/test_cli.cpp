@@ -392,3 +392,22 @@ TEST_CASE("gym refuses to overwrite an unrelated non-empty directory", "[cli]") 
   CHECK(r.exit_code == 2);
   CHECK(read_text(d / "mine/precious.txt") == "keep me");
 }
+
+TEST_CASE("study.sh: STUDY_METHODS is checked before anything runs", "[cli]") {
+  TempDir d;
+  const fs::path out = d / "study";
+  auto study = [&](const std::string& methods) {
+    return tlmoe::test::run_shell("STUDY_METHODS='" + methods + "' STUDY_OUT='" + out.string() + "' bash '" +
+                                  tlmoe::test::source_dir() + "/scripts/study.sh' '" + tlmoe::test::binary() + "'");
+  };
+  auto r = study("vanilla bogus");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("unknown method 'bogus' in STUDY_METHODS"));
+  r = study("tlmoe");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("tlmoe needs vanilla"));
+  r = study("vanilla stage2");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("stage2 needs tlmoe"));
+  CHECK_FALSE(fs::exists(out));  // nothing written
+}

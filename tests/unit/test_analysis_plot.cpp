@@ -20,6 +20,12 @@ using tlmoe::test::TempDir;
 
 namespace {
 
+// The value of attribute `name` of the SVG element starting at `at`.
+std::string svg_attr(const std::string& x, std::size_t at, const std::string& name) {
+  const std::size_t b = x.find(name + "=\"", at) + name.size() + 2;
+  return x.substr(b, x.find('"', b) - b);
+}
+
 // A PNG has 2 pixels per layout unit (about 190 dpi for layouts at 96 units per inch).
 FigureSize doubled(FigureSize f) { return {2 * f.width, 2 * f.height}; }
 
@@ -294,10 +300,7 @@ TEST_CASE("Plot: scatter labels never overlap, crowded points get numbers and a 
   std::vector<Label> placed;
   int keyed = 0;
   for (std::size_t at = x.find("<text x=\""); at != std::string::npos; at = x.find("<text x=\"", at + 1)) {
-    auto attr = [&](const std::string& name) {
-      const std::size_t b = x.find(name + "=\"", at) + name.size() + 2;
-      return std::stod(x.substr(b, x.find('"', b) - b));
-    };
+    auto attr = [&](const std::string& name) { return std::stod(svg_attr(x, at, name)); };
     const std::size_t gt = x.find('>', at) + 1;
     const std::string text = x.substr(gt, x.find("</text>", gt) - gt);
     if (text.rfind("task_", 0) == 0) placed.push_back({attr("x"), attr("y"), attr("font-size"), text});
@@ -393,13 +396,8 @@ TEST_CASE("Plot: route dynamics as line charts", "[analysis][plot]") {
   plot_lines(same, d / "same.svg");
   x = read_text(d / "same.svg");
   std::map<std::string, std::set<std::string>> radii;  // "cx,cy" -> marker radii there
-  for (std::size_t at = x.find("<circle cx=\""); at != std::string::npos; at = x.find("<circle cx=\"", at + 1)) {
-    auto attr = [&](const std::string& name) {
-      const std::size_t b = x.find(name + "=\"", at) + name.size() + 2;
-      return x.substr(b, x.find('"', b) - b);
-    };
-    radii[attr("cx") + "," + attr("cy")].insert(attr("r"));
-  }
+  for (std::size_t at = x.find("<circle cx=\""); at != std::string::npos; at = x.find("<circle cx=\"", at + 1))
+    radii[svg_attr(x, at, "cx") + "," + svg_attr(x, at, "cy")].insert(svg_attr(x, at, "r"));
   int doubled_points = 0;
   for (const auto& [where, rs] : radii) doubled_points += rs.size() == 2;
   CHECK(doubled_points == 3);

@@ -2,6 +2,7 @@
 // the real CrossFit files shipped in data/crossfit/, and "did you mean" suggestions.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -284,6 +285,11 @@ TEST_CASE("metadata as other tools write it: extra fields, null labels, no \"all
   print_notes(t.notes(), shown);
   CHECK(shown.str().find("warning: ") == 0);
   CHECK(shown.str().find("debug: ") == std::string::npos);  // only with TLMOE_DEBUG
+  ::setenv("TLMOE_DEBUG", "1", 1);
+  std::ostringstream debug;
+  print_notes(t.notes(), debug);
+  ::unsetenv("TLMOE_DEBUG");
+  CHECK(debug.str().find("debug: " + t.notes().debug[0]) != std::string::npos);
 
   // splits.json without "all": train, dev and test in that order; other keys ignored
   write_text(d / "splits.json", R"({"train": ["a", "b"], "dev": [], "test": ["c"], "note": "x"})");
