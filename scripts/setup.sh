@@ -79,12 +79,17 @@ else
   log "transformers: $TLMOE_TRANSFORMERS_VERSION already in $venv"
 fi
 if [ $device = 0 ]; then
-  # CTranslate2 (the serving check of `tlmoe export`) and transformers 4.x (the legacy semantics'
-  # reference), both test tooling.
+  # CTranslate2 (the serving check of `tlmoe export`), TensorBoard (the reader of tlmoe's event
+  # files) and transformers 4.x (the legacy semantics' reference), all test tooling.
   have_ct2=$("$venv/bin/python" -c "import ctranslate2; print(ctranslate2.__version__)" 2>/dev/null || true)
   if [ "$have_ct2" != "$TLMOE_CTRANSLATE2_VERSION" ]; then
     log "installing ctranslate2 $TLMOE_CTRANSLATE2_VERSION (test tooling) into $venv"
     "$venv/bin/pip" install -q "ctranslate2==$TLMOE_CTRANSLATE2_VERSION" >&2
+  fi
+  have_tb=$("$venv/bin/python" -c "import tensorboard; print(tensorboard.__version__)" 2>/dev/null || true)
+  if [ "$have_tb" != "$TLMOE_TENSORBOARD_VERSION" ]; then
+    log "installing tensorboard $TLMOE_TENSORBOARD_VERSION (test tooling) into $venv"
+    "$venv/bin/pip" install -q "tensorboard==$TLMOE_TENSORBOARD_VERSION" >&2
   fi
   legacy="$venv/legacy-transformers"
   if [ "$(cat "$legacy/.tlmoe-stamp" 2>/dev/null)" != "$TLMOE_LEGACY_TRANSFORMERS_PINS" ]; then

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "data/batching.h"
 #include "kernels/device.h"
+#include "tensorboard/event_file.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -77,6 +78,18 @@ void Sweep::enter_split(const Point& pt) {
   if (train_set_.examples.empty()) throw DataError(s.train->at("source").get<std::string>(), 0, "no examples");
 }
 
+// The grid point's TensorBoard run, {out}/tensorboard/{task}/split{seed}_lr{lr}_bs{batch size}/
+// (adapt.tensorboard), emptied first: a point interrupted earlier is run again from its start.
+std::unique_ptr<tensorboard::EventWriter> Sweep::point_board(const Point& pt) const {
+  if (!cfg_.adapt.tensorboard) return nullptr;
+  const TaskPlan& p = plans_[pt.task];
+  const fs::path dir = out_ / "tensorboard" / p.name /
+                       ("split" + std::to_string(p.splits[pt.split].seed) + "_lr" + fmt(pt.lr, "%g") + "_bs" +
+                        std::to_string(pt.bsz));
+  fs::remove_all(dir);
+  return std::make_unique<tensorboard::EventWriter>(dir);
+}
+
 // One grid point: fine-tune from the task's initial state, keep the state of the best dev score
 // (strictly better; ties keep the earlier), decode test with it. Returns its progress line.
 json Sweep::run_point(const Point& pt) {
@@ -120,6 +133,7 @@ json Sweep::run_point(const Point& pt) {
   int64_t best_step = 0;
   State best;
   json curve = json::array();
+  std::unique_ptr<tensorboard::EventWriter> board = point_board(pt);
   work_->train();
   auto tl = std::chrono::steady_clock::now();
   for (int64_t step = 1; step <= cfg_.adapt.steps; ++step) {
@@ -150,19 +164,23 @@ json Sweep::run_point(const Point& pt) {
                                " bsz " + std::to_string(bsz) + " at step " + std::to_string(step));
     r.loss.backward();
     train::clip_grad_norm(clip, cfg_.train.clip_norm);
-    opt.step(train::linear_warmup_decay(step - 1, cfg_.adapt.warmup_steps, cfg_.adapt.steps));
+    const double mult = train::linear_warmup_decay(step - 1, cfg_.adapt.warmup_steps, cfg_.adapt.steps);
+    opt.step(mult);
     opt.zero_grad();
     ++steps_done_;
     const auto now = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(now - tl).count();
     tl = now;
-    bar_->update(steps_done_, r.tokens ? loss / (lo_.reduction == "sum" ? static_cast<double>(r.tokens) : 1.0) : 0.0,
+    const double per_token = r.tokens ? loss / (lo_.reduction == "sum" ? static_cast<double>(r.tokens) : 1.0) : 0.0;
+    if (board) board->scalars(step, {{"adapt/loss", per_token}, {"adapt/lr", lr * mult}});
+    bar_->update(steps_done_, per_token,
                  dt > 0 ? static_cast<double>(b.target_tokens) / dt : 0.0,
                  {{"task", p.name}, {"split", std::to_string(s.seed)}, {"lr", fmt(lr, "%g")}, {"bsz", std::to_string(bsz)}});
     if (step % cfg_.adapt.eval_every == 0 || step == cfg_.adapt.steps) {
       auto preds = evaluate::predict(*work_, dev_set_.examples, eval_routes, *tok_, gen_, cfg_.eval.batch_size, dev_);
       const double sc = evaluate::score_predictions(dev_set_, preds, mo_).score;
       curve.push_back({{"step", step}, {"dev", num(sc)}});
+      if (board) board->scalars(step, {{"adapt/dev_score", sc}});
       if (sc > best_dev) {
         best_dev = sc;
         best_step = step;
@@ -174,6 +192,7 @@ json Sweep::run_point(const Point& pt) {
   if (!best.empty()) restore(*work_, best);
   auto preds = evaluate::predict(*work_, test_set_.examples, eval_routes, *tok_, gen_, cfg_.eval.batch_size, dev_);
   const evaluate::TaskScore ts = evaluate::score_predictions(test_set_, preds, mo_);
+  if (board) board->scalars(best_step, {{"adapt/test_score", ts.score}, {"adapt/best_dev_score", best_dev}});
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return {{"task", p.name},   {"split", s.prefix},  {"seed", s.seed},         {"lr", lr},
           {"batch_size", bsz}, {"best_step", best_step}, {"dev", num(best_dev)}, {"test", num(ts.score)},

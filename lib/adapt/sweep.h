@@ -36,6 +36,10 @@
 #include "train/optim.h"
 #include "train/progress.h"
 
+namespace tlmoe::tensorboard {
+class EventWriter;
+}
+
 namespace tlmoe::adapt::detail {
 
 using State = std::vector<std::pair<std::string, torch::Tensor>>;
@@ -125,6 +129,7 @@ class Sweep {
   void enter_task(size_t task);
   void enter_split(const Point& pt);
   nlohmann::json run_point(const Point& pt);
+  std::unique_ptr<tensorboard::EventWriter> point_board(const Point& pt) const;
   // results.cpp
   void write_outputs();
   // distributed.cpp

@@ -590,8 +590,10 @@ std::vector<Rgb> qualitative_palette(std::size_t n) {
 
 // ---- heatmap ---------------------------------------------------------------------------------
 
-FigureSize plot_route_heatmap(const HeatmapSpec& spec, const std::filesystem::path& out,
-                              std::optional<ImageFormat> format) {
+namespace {
+
+// The heatmap's file bytes in `fmt`; its layout size in *size.
+std::string draw_route_heatmap(const HeatmapSpec& spec, ImageFormat fmt, FigureSize* size) {
   const RouteTable& r = spec.routes;
   r.validate(1e-3);
   const std::size_t n = r.num_tasks(), L = r.num_layers(), E = r.num_experts();
@@ -602,7 +604,6 @@ FigureSize plot_route_heatmap(const HeatmapSpec& spec, const std::filesystem::pa
   require(spec.sub_category.empty() || spec.sub_category.size() == n,
           "heatmap: " + std::to_string(spec.sub_category.size()) + " sub-categories for " +
               std::to_string(n) + " tasks");
-  const ImageFormat fmt = resolve(out, format);
   TextMeasure m;
 
   constexpr double kRowH = 16, kLabelFont = 11, kLayerFont = 10, kExpertFont = 8, kBandW = 12, kBandGap = 2;
@@ -708,8 +709,22 @@ FigureSize plot_route_heatmap(const HeatmapSpec& spec, const std::filesystem::pa
     draw_legend(c, band_colors[b].legend, legend_layouts[b], kMargin, y);
     y += legend_layouts[b].height + 10;
   }
-  write(out, c);
-  return size_of(width, height);
+  *size = size_of(width, height);
+  return c.finish();
+}
+
+}  // namespace
+
+FigureSize plot_route_heatmap(const HeatmapSpec& spec, const std::filesystem::path& out,
+                              std::optional<ImageFormat> format) {
+  FigureSize size;
+  const std::string bytes = draw_route_heatmap(spec, resolve(out, format), &size);
+  io::write_file_atomic(out, bytes);
+  return size;
+}
+
+std::string route_heatmap_png(const HeatmapSpec& spec, FigureSize* size) {
+  return draw_route_heatmap(spec, ImageFormat::kPng, size);
 }
 
 // ---- scatter ---------------------------------------------------------------------------------

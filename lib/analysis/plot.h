@@ -65,6 +65,9 @@ struct HeatmapSpec {
 };
 FigureSize plot_route_heatmap(const HeatmapSpec& spec, const std::filesystem::path& out,
                               std::optional<ImageFormat> format = std::nullopt);
+// The same figure as PNG bytes (for a TensorBoard image); *size is its layout size (the image has
+// kPngScale x as many pixels).
+std::string route_heatmap_png(const HeatmapSpec& spec, FigureSize* size);
 
 // Points (x[i], y[i]) coloured by category[i] (empty: one colour, no legend), labelled with
 // labels[i] when labels is not empty.

@@ -115,6 +115,8 @@ struct TrainConfig {
   double collapse_threshold;      // share of one prediction above which a dev task has collapsed
   double plateau_tolerance;       // converged: the last half of training improved the best by less
   std::int64_t log_every;
+  bool tensorboard;               // also write TensorBoard event files ({run}/tensorboard/)
+  bool tensorboard_images;        // ... with the route heatmap as an image at every evaluation
   std::int64_t seed;
 };
 
@@ -127,6 +129,7 @@ struct AdaptConfig {
   std::vector<std::int64_t> splits;  // k-shot seeds; empty = every split found
   std::string route;              // learned | average | random | new_embedding
   std::string mode;               // fixed | squeeze
+  bool tensorboard;               // TensorBoard event files per grid point ({out}/tensorboard/)
   std::int64_t seed;
 };
 

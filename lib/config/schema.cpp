@@ -389,6 +389,10 @@ void declare_training(Declarer& d) {
                 "A run has converged when the best dev score (or loss) of the last half of training improves on the first half's best by less than this share.",
                 Check{0.0, 10.0, {}});
   d.add<I>("train.log_every", TLMOE_GET(train.log_every), 10, trn, "Write a metrics.jsonl line every N steps.", range(1, 1e12));
+  d.add<bool>("train.tensorboard", TLMOE_GET(train.tensorboard), true, trn,
+              "Also write TensorBoard event files in {run}/tensorboard/: every metrics.jsonl value as a scalar (loss, lr, tau, throughput, route entropy per layer, dev loss and score, per dev task) (docs/tensorboard.md).");
+  d.add<bool>("train.tensorboard_images", TLMOE_GET(train.tensorboard_images), true, trn,
+              "With train.tensorboard, a routed model's route heatmap (tasks x experts of every layer) as an image at every evaluation.");
   d.add<I>("train.seed", TLMOE_GET(train.seed), 42, trn, "Random seed of initialisation, data order, dropout and gumbel noise.", range(0, 4294967295.0));
 }
 
@@ -407,6 +411,8 @@ void declare_evaluation(Declarer& d) {
   d.add<S>("adapt.mode", TLMOE_GET(adapt.mode), "fixed", "adapt",
            "fixed: fine-tune the MoE with the route fixed; squeeze: build a dense model from the routed experts (hard routes).",
            one_of({"fixed", "squeeze"}));
+  d.add<bool>("adapt.tensorboard", TLMOE_GET(adapt.tensorboard), true, "adapt",
+              "Also write TensorBoard event files, one run per grid point in {out}/tensorboard/{task}/{split}_lr{lr}_bs{batch_size}/: training loss and lr per step, dev score per evaluation, the test score (docs/tensorboard.md).");
   d.add<I>("adapt.seed", TLMOE_GET(adapt.seed), 42, "adapt", "Random seed, set once for the whole sweep.", range(0, 4294967295.0));
 
   // ---- eval ----

@@ -2,11 +2,13 @@
 
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <iomanip>
 #include <map>
 #include <sstream>
 
 #include "common/error.h"
+#include "io/atomic_file.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -106,6 +108,31 @@ std::vector<json> read_dev_evaluations(const fs::path& metrics_jsonl) {
   std::vector<json> out;
   for (auto& [s, j] : by_step) out.push_back(std::move(j));
   return out;
+}
+
+std::size_t truncate_metrics_log(const fs::path& metrics_jsonl, std::int64_t step) {
+  std::ifstream in(metrics_jsonl, std::ios::binary);
+  if (!in) return 0;
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string kept;
+  std::size_t dropped = 0;
+  for (std::size_t pos = 0; pos < text.size();) {
+    const std::size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) {  // a torn last line: the process died while writing it
+      ++dropped;
+      break;
+    }
+    const std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (line.empty()) continue;
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const bool keep = !j.is_discarded() && j.is_object() && j.contains("step") && j.at("step").is_number_integer() &&
+                      j.at("step").get<std::int64_t>() <= step;
+    if (keep) kept += line + "\n";
+    else ++dropped;
+  }
+  if (dropped > 0) io::write_file_atomic(metrics_jsonl, kept);
+  return dropped;
 }
 
 json assess_health(const std::vector<json>& evals, const HealthOptions& o) {

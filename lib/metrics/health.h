@@ -23,6 +23,12 @@ struct HealthOptions {
 // that is not JSON throws DataError naming the file and line.
 std::vector<nlohmann::json> read_dev_evaluations(const std::filesystem::path& metrics_jsonl);
 
+// Cuts a metrics.jsonl back to its lines of step <= `step` (what a killed run logged after its last
+// checkpoint goes, and a torn or unreadable line with it), rewriting the file atomically only when
+// something goes, so that a resumed run's file equals an uninterrupted run's. Returns the number
+// of lines dropped (0 also for a missing file).
+std::size_t truncate_metrics_log(const std::filesystem::path& metrics_jsonl, std::int64_t step);
+
 // The health of a run from its dev evaluations:
 //   {"metric": "dev score" | "dev loss", "evaluations": n, "converged": true | false | null,
 //    "trend": {"first_half_best", "first_half_step", "last_half_best", "last_half_step", "change"},

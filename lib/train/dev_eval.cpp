@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "common/error.h"
 #include "data/preprocess.h"
@@ -42,33 +43,50 @@ data::Batch to_device(data::Batch b, const torch::Device& d) {
 
 // Teacher-forced loss per target token over evaluation batches (no dropout, deterministic routes).
 // With several ranks, rank r takes batches r, r + W, ... and the sums are all-reduced.
-double eval_loss(model::TLMoEModel& m, const std::vector<data::Batch>& batches, const LossOptions& lo, double tau,
-                 const torch::Device& dev, dist::Communicator& comm) {
-  if (batches.empty()) return NAN;
+DevLoss eval_loss(model::TLMoEModel& m, const std::vector<data::Batch>& batches, const LossOptions& lo, double tau,
+                  const torch::Device& dev, dist::Communicator& comm, int64_t num_tasks) {
+  DevLoss out;
+  out.per_task.assign(static_cast<size_t>(num_tasks), NAN);
+  if (batches.empty()) return out;
   torch::NoGradGuard g;
   m->eval();
-  double nll = 0;
-  int64_t tokens = 0;
+  // sums[t] = (nll, tokens) of task t; the last row is the total
+  auto sums = torch::zeros({num_tasks + 1, 2}, torch::kDouble);
+  auto acc = sums.accessor<double, 2>();
+  LossOptions sum = lo;
+  sum.reduction = "sum";
   for (size_t i = static_cast<size_t>(comm.rank()); i < batches.size(); i += static_cast<size_t>(comm.size())) {
     data::Batch b = to_device(batches[i], dev);
     model::RouteContext ctx;
     ctx.training = false;
     ctx.tau = tau;
     auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, m->routes(b.task_ids, ctx));
-    LossOptions sum = lo;
-    sum.reduction = "sum";
     auto r = label_smoothed_nll(logits, b.target_ids, sum);
-    nll += r.loss.item<double>();
-    tokens += r.tokens;
+    acc[num_tasks][0] += r.loss.item<double>();
+    acc[num_tasks][1] += static_cast<double>(r.tokens);
+    const auto ids = b.task_ids.cpu().contiguous();
+    const std::set<int64_t> present(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+    for (int64_t t : present) {
+      if (t < 0 || t >= num_tasks) continue;
+      const auto rows = ids.eq(t).nonzero().squeeze(1).to(logits.device());
+      auto rt = label_smoothed_nll(logits.index_select(0, rows), b.target_ids.index_select(0, rows), sum);
+      acc[t][0] += rt.loss.item<double>();
+      acc[t][1] += static_cast<double>(rt.tokens);
+    }
   }
   m->train();
   if (comm.size() > 1) {
-    std::vector<torch::Tensor> sums = {torch::tensor({nll, static_cast<double>(tokens)}, torch::kDouble)};
-    comm.all_reduce_sum(sums);
-    nll = sums[0][0].item<double>();
-    tokens = static_cast<int64_t>(std::llround(sums[0][1].item<double>()));
+    std::vector<torch::Tensor> all = {sums};
+    comm.all_reduce_sum(all);
+    sums = all[0];
+    acc = sums.accessor<double, 2>();
   }
-  return tokens ? nll / static_cast<double>(tokens) : NAN;
+  for (int64_t t = 0; t <= num_tasks; ++t) {
+    const double v = acc[t][1] > 0 ? acc[t][0] / acc[t][1] : NAN;
+    if (t == num_tasks) out.mean = v;
+    else out.per_task[static_cast<size_t>(t)] = v;
+  }
+  return out;
 }
 
 // Routes of every task at the current temperature and at tau = 1, as data (docs/method.md §12).

@@ -24,10 +24,15 @@ namespace tlmoe::train {
 
 data::Batch to_device(data::Batch b, const torch::Device& d);
 
-// Teacher-forced loss per target token over evaluation batches (no dropout, deterministic routes).
+// Teacher-forced loss per target token over evaluation batches (no dropout, deterministic routes),
+// over all of them and per task id (NaN for a task without dev targets; NaN overall without any).
 // With several ranks, rank r takes batches r, r + W, ... and the sums are all-reduced.
-double eval_loss(model::TLMoEModel& m, const std::vector<data::Batch>& batches, const LossOptions& lo, double tau,
-                 const torch::Device& dev, dist::Communicator& comm);
+struct DevLoss {
+  double mean = NAN;
+  std::vector<double> per_task;  // indexed by task id, num_tasks entries
+};
+DevLoss eval_loss(model::TLMoEModel& m, const std::vector<data::Batch>& batches, const LossOptions& lo, double tau,
+                  const torch::Device& dev, dist::Communicator& comm, int64_t num_tasks);
 
 // Routes of every task at the current temperature and at tau = 1, as data (docs/method.md §12).
 nlohmann::json routes_json(model::TLMoEModel& m, const std::vector<std::string>& tasks, double tau, int64_t step);

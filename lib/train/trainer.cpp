@@ -17,6 +17,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "kernels/device.h"
+#include "analysis/route_table.h"
 #include "metrics/health.h"
 #include "model/tlmoe_model.h"
 #include "train/dev_eval.h"
@@ -24,6 +25,7 @@
 #include "train/model_init.h"
 #include "train/optim.h"
 #include "train/progress.h"
+#include "train/tensorboard_log.h"
 #include "train/upstream_data.h"
 
 namespace fs = std::filesystem;
@@ -152,9 +154,11 @@ class Run {
   int64_t best_step_ = 0;
   std::unique_ptr<dist::GradReducer> reducer_;
   std::optional<MetricsLog> metrics_;
+  std::optional<TrainBoard> board_;  // TensorBoard (train.tensorboard)
   std::optional<at::Generator> rng_;  // dropout and gumbel noise
   std::optional<Progress> bar_;
   int64_t stop_at_ = 0, last_saved_ = -1, tokens_since_ = 0;
+  bool fresh_start_ = false;  // --resume of a run that stopped before its first checkpoint
   std::chrono::steady_clock::time_point t_last_;
   TrainResult result_;
 };
@@ -211,10 +215,16 @@ void Run::stop(const std::string& what) {
 void Run::check_run_dir() {
   if (opts_.run_dir.empty()) throw UsageError("train: a run directory is required (--run-dir)");
   run_ = opts_.run_dir;
-  if (!opts_.resume && fs::exists(run_ / "last"))
-    throw UsageError("run directory " + run_.string() + " already holds a run; use --resume to continue it or another --run-dir");
-  if (opts_.resume && !fs::exists(run_ / "last"))
-    throw UsageError("--resume: no checkpoint at " + (run_ / "last").string());
+  // an earlier run that died before its first checkpoint left its config and log, nothing to resume
+  const bool traces = fs::exists(run_ / "config.resolved.yaml") || fs::exists(run_ / "metrics.jsonl");
+  if (!opts_.resume && (fs::exists(run_ / "last") || traces))
+    throw UsageError("run directory " + run_.string() + " already holds a run" +
+                     (fs::exists(run_ / "last") ? "" : " (stopped before its first checkpoint)") +
+                     "; use --resume to continue it or another --run-dir");
+  if (opts_.resume && !fs::exists(run_ / "last")) {
+    if (!traces) throw UsageError("--resume: no checkpoint at " + (run_ / "last").string());
+    fresh_start_ = true;  // nothing was saved: --resume starts it over from step 0
+  }
   fs::create_directories(run_);
 }
 
@@ -289,8 +299,12 @@ void Run::set_up_optimisation() {
 
 // The state of a resumed run (weights, optimizer, batcher position, RNG), or a fresh run's config.
 void Run::restore() {
-  if (!opts_.resume) {
+  if (!opts_.resume || fresh_start_) {
     if (lead_) io::write_file_atomic(run_ / "config.resolved.yaml", to_yaml(cfg_));
+    if (lead_ && fresh_start_) {
+      metrics::truncate_metrics_log(run_ / "metrics.jsonl", 0);
+      *log_ << "--resume: " << run_.string() << " stopped before its first checkpoint; starting it over from step 0\n";
+    }
     return;
   }
   auto ck = io::load_checkpoint(run_ / "last");
@@ -303,9 +317,16 @@ void Run::restore() {
   opt_->load_state_tensors(ck.optimizer);
   const json& t = ck.meta.at("trainer");
   step_ = t.at("step").get<int64_t>();
-  best_dev_ = t.value("best_dev_loss", INFINITY);
+  // none yet (a checkpoint before the first evaluation) is saved as null
+  best_dev_ = t.contains("best_dev_loss") && t["best_dev_loss"].is_number() ? t["best_dev_loss"].get<double>() : INFINITY;
   best_score_ = t.contains("best_dev_score") && t["best_dev_score"].is_number() ? t["best_dev_score"].get<double>() : -INFINITY;
   best_step_ = t.value("best_step", 0);
+  if (lead_) {
+    const size_t dropped = metrics::truncate_metrics_log(run_ / "metrics.jsonl", step_);
+    if (dropped > 0)
+      *log_ << "metrics.jsonl: dropped " << dropped << " line(s) logged after the checkpoint's step " << step_ << "\n";
+  }
+  comm_->barrier();  // the other ranks read the cut file
   for (auto& e : metrics::read_dev_evaluations(run_ / "metrics.jsonl"))
     if (e.at("step").get<int64_t>() <= step_) evals_.push_back(std::move(e));
   batcher_->seek(t.at("epoch").get<int64_t>(), t.at("position").get<int64_t>());
@@ -330,6 +351,11 @@ void Run::set_up_ranks() {
         trainable, *comm_, static_cast<int64_t>(cfg_.dist.bucket_mb * static_cast<double>(1 << 20)));
   }
   if (lead_) metrics_.emplace(run_ / "metrics.jsonl");
+  if (lead_ && cfg_.train.tensorboard) {
+    const auto& mo = m_->options();
+    board_.emplace(run_, step_, m_->routed_layers() > 0, analysis::layer_names(mo.encoder_layers, m_->num_layers()),
+                   cfg_.train.tensorboard_images && mo.experts > 1);
+  }
   rng_ = at::globalContext().defaultGenerator(dev_);
 }
 
@@ -465,14 +491,21 @@ void Run::log_step(const StepStats& st, double grad_norm, double mult, double pe
     line["grad_buckets_overlapped"] = reducer_->started_during_backward();
   }
   if (lead_) metrics_->write(line);
+  if (board_) board_->log(line);
   t_last_ = now;
   tokens_since_ = 0;
 }
 
 // Dev loss (and dev score), the routes of every task, best/ when better, last/ always.
 void Run::evaluate_and_save() {
-  const double dev_loss = eval_loss(m_, dev_batches_, lo_, tau_at(step_), dev_, *comm_);
+  const DevLoss dl = eval_loss(m_, dev_batches_, lo_, tau_at(step_), dev_, *comm_,
+                               static_cast<int64_t>(data_.task_names.size()));
+  const double dev_loss = dl.mean;
   json line = {{"step", step_}, {"dev_loss", dev_loss}};
+  json task_losses = json::object();
+  for (size_t t = 0; t < dl.per_task.size(); ++t)
+    if (std::isfinite(dl.per_task[t])) task_losses[data_.task_names[t]] = dl.per_task[t];
+  if (!task_losses.empty()) line["dev_task_losses"] = task_losses;
   std::ostringstream msg;
   msg << "step " << step_ << ": dev loss " << (std::isfinite(dev_loss) ? std::to_string(dev_loss) : "n/a (no dev examples)");
   DevScore score;
@@ -484,11 +517,14 @@ void Run::evaluate_and_save() {
     warning = record_dev_score(score, line, msg);
   }
   if (lead_) metrics_->write(line);
+  if (board_) board_->log(line);
   evals_.push_back(line);
   if (lead_ && m_->options().experts > 1) {
     char name[32];
     std::snprintf(name, sizeof name, "step_%07lld.json", static_cast<long long>(step_));
-    io::write_file_atomic(run_ / "routes" / name, routes_json(m_, data_.task_names, tau_at(step_), step_).dump() + "\n");
+    const json rj = routes_json(m_, data_.task_names, tau_at(step_), step_);
+    io::write_file_atomic(run_ / "routes" / name, rj.dump() + "\n");
+    if (board_) board_->routes(rj);
   }
   // by score where there is one, else by loss; with neither (no dev data) every evaluation is the best
   const bool score_ok = by_score_ && std::isfinite(score.mean), loss_ok = std::isfinite(dev_loss);

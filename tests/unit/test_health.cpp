@@ -149,3 +149,18 @@ TEST_CASE("read_dev_evaluations and checkpoint_health read what train writes", "
   CHECK(tlmoe::metrics::report_upstream_health("hf:/x", log).is_null());
   CHECK(tlmoe::metrics::checkpoint_health(d / "nothing").is_null());
 }
+
+TEST_CASE("truncate_metrics_log keeps the lines up to a step and drops a torn last line", "[health]") {
+  TempDir d;
+  const fs::path p = d / "metrics.jsonl";
+  CHECK(tlmoe::metrics::truncate_metrics_log(p, 10) == 0);  // no file: nothing to do
+  CHECK_FALSE(fs::exists(p));
+  const std::string head = "{\"step\": 5, \"loss\": 2.0}\n{\"step\": 10, \"dev_loss\": 1.5}\n";
+  write_text(p, head + "{\"step\": 15, \"loss\": 1.0}\n{\"step\": 20, \"lo");
+  CHECK(tlmoe::metrics::truncate_metrics_log(p, 10) == 2);
+  CHECK(tlmoe::test::read_text(p) == head);
+  CHECK(tlmoe::metrics::truncate_metrics_log(p, 10) == 0);  // already cut: unchanged
+  CHECK(tlmoe::test::read_text(p) == head);
+  CHECK(tlmoe::metrics::truncate_metrics_log(p, 0) == 2);   // a start from step 0 keeps nothing
+  CHECK(tlmoe::test::read_text(p).empty());
+}

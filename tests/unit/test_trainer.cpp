@@ -136,6 +136,53 @@ TEST_CASE("train: an interrupted run resumes bit-exactly", "[train]") {
   }
 }
 
+namespace {
+
+// metrics.jsonl without its timings (throughput, decoding time, memory), which differ run to run.
+std::vector<nlohmann::json> metrics_without_timings(const fs::path& p) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(read_text(p));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"tokens_per_s", "dev_score_seconds", "peak_memory_bytes"}) j.erase(k);
+    out.push_back(j);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("train: resumed runs log the uninterrupted run's metrics.jsonl, line for line", "[train]") {
+  Tiny t;
+  auto cfg = t.config();
+  cfg.train.save_every = 10;
+  cfg.train.tensorboard = false;
+  run(cfg, t.dir / "a");
+  const auto want = metrics_without_timings(t.dir / "a/metrics.jsonl");
+  REQUIRE(want.size() == 9);  // 6 training lines (every 5 steps) and 3 evaluations
+
+  // Killed after logging steps 21-30 (and half a line) but before step 30's checkpoint.
+  fs::copy(t.dir / "a", t.dir / "b", fs::copy_options::recursive);
+  fs::remove_all(t.dir / "b/last");
+  fs::rename(t.dir / "b/step_20", t.dir / "b/last");
+  { std::ofstream(t.dir / "b/metrics.jsonl", std::ios::app) << R"({"step": 31, "lo)"; }
+  run(cfg, t.dir / "b", true);
+  CHECK(metrics_without_timings(t.dir / "b/metrics.jsonl") == want);
+
+  // Killed before its first checkpoint: a plain rerun is refused, --resume starts it over.
+  write_text(t.dir / "c/config.resolved.yaml", read_text(t.dir / "a/config.resolved.yaml"));
+  write_text(t.dir / "c/metrics.jsonl", R"({"step": 5, "loss": 9.5})" "\n");
+  try {
+    run(cfg, t.dir / "c");
+    FAIL("a directory holding a run was accepted without --resume");
+  } catch (const tlmoe::UsageError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("stopped before its first checkpoint") && Catch::Contains("--resume"));
+  }
+  run(cfg, t.dir / "c", true);
+  CHECK(metrics_without_timings(t.dir / "c/metrics.jsonl") == want);
+}
+
 TEST_CASE("train: existing runs, mismatched and damaged checkpoints are refused", "[train]") {
   Tiny t;
   auto cfg = t.config();
