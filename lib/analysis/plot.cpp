@@ -737,44 +737,59 @@ struct Box {
 };
 
 // Where a point's label goes: its box's left and vertical middle, a leader line when it is away
-// from the point, or number > 0 when no place is free (the label goes into a numbered key).
+// from the point, or number > 0 when no place is free (the label goes into a numbered key and the
+// number, at x/y, beside the point).
 struct LabelPlace {
   double x = 0, y = 0;
   bool leader = false;
   int number = 0;
+  bool number_drawn = false;  // false: a clump too dense even for numbers (the key still lists it)
 };
 
-// Greedy placement, points in order: each label takes the first free spot of 8 directions at
-// growing distances (right of the point first) inside the plot area, clear of every point and
-// every label placed before; a label with no free spot becomes a number with a key below.
+// The first free spot for a w x h box near point (px, py): 8 directions at each distance (right of
+// the point first), inside the plot area, clear of every box taken; taken on success.
+std::optional<LabelPlace> free_spot(const PlotFrame& f, std::vector<Box>& taken, double px, double py, double w,
+                                    double h, std::initializer_list<double> distances) {
+  const std::pair<double, double> dirs[] = {{1, 0}, {-1, 0}, {0, -1}, {0, 1}, {1, -1}, {-1, -1}, {1, 1}, {-1, 1}};
+  const double nearest = *distances.begin();
+  for (double dist : distances)
+    for (const auto& [dx, dy] : dirs) {
+      const double cx = px + dx * dist, cy = py + dy * dist;
+      const double x0 = dx > 0 ? cx : dx < 0 ? cx - w : cx - w / 2;
+      const double y0 = dy > 0 ? cy : dy < 0 ? cy - h : cy - h / 2;
+      const Box b{x0, y0, x0 + w, y0 + h};
+      if (b.x0 < f.x || b.x1 > f.x + f.w || b.y0 < f.y || b.y1 > f.y + f.h) continue;
+      if (std::any_of(taken.begin(), taken.end(), [&](const Box& t) { return t.overlaps(b); })) continue;
+      taken.push_back(b);
+      return LabelPlace{x0, y0 + h / 2, dist > nearest, 0};
+    }
+  return std::nullopt;
+}
+
+// Greedy placement, points in order: each label takes a free spot near its point, clear of every
+// point and every label placed before; a label with no free spot becomes a number (placed the same
+// way, with a leader line when away; in a clump too dense for that, only in the key) with a key below.
 std::vector<LabelPlace> place_labels(TextMeasure& m, const PlotFrame& f, const std::vector<double>& px,
                                      const std::vector<double>& py, const std::vector<std::string>& labels,
                                      double r, double font) {
   std::vector<Box> taken;
   for (std::size_t i = 0; i < px.size(); ++i) taken.push_back({px[i] - r, py[i] - r, px[i] + r, py[i] + r});
   std::vector<LabelPlace> out(labels.size());
-  int numbered = 0;
-  const double h = font + 2;
+  std::vector<std::size_t> unplaced;
   for (std::size_t i = 0; i < labels.size(); ++i) {
-    const double w = m.width(labels[i], font);
-    bool placed = false;
-    for (double dist : {r + 3, r + 12, r + 24, r + 40}) {
-      const std::pair<double, double> dirs[] = {{1, 0}, {-1, 0}, {0, -1}, {0, 1}, {1, -1}, {-1, -1}, {1, 1}, {-1, 1}};
-      for (const auto& [dx, dy] : dirs) {
-        const double cx = px[i] + dx * dist, cy = py[i] + dy * dist;
-        const double x0 = dx > 0 ? cx : dx < 0 ? cx - w : cx - w / 2;
-        const double y0 = dy > 0 ? cy : dy < 0 ? cy - h : cy - h / 2;
-        const Box b{x0, y0, x0 + w, y0 + h};
-        if (b.x0 < f.x || b.x1 > f.x + f.w || b.y0 < f.y || b.y1 > f.y + f.h) continue;
-        if (std::any_of(taken.begin(), taken.end(), [&](const Box& t) { return t.overlaps(b); })) continue;
-        taken.push_back(b);
-        out[i] = {x0, y0 + h / 2, dist > r + 3, 0};
-        placed = true;
-        break;
-      }
-      if (placed) break;
-    }
-    if (!placed) out[i].number = ++numbered;
+    if (auto p = free_spot(f, taken, px[i], py[i], m.width(labels[i], font), font + 2, {r + 3, r + 12, r + 24, r + 40}))
+      out[i] = *p;
+    else
+      unplaced.push_back(i);
+  }
+  int numbered = 0;
+  for (std::size_t i : unplaced) {
+    const std::string num = std::to_string(++numbered);
+    auto p = free_spot(f, taken, px[i], py[i], m.width(num, font - 1, true), font,
+                       {r + 1, r + 6, r + 12, r + 20, r + 30, r + 42, r + 56, r + 72, r + 90});
+    out[i] = p.value_or(LabelPlace{0, 0, false, 0});
+    out[i].number = numbered;
+    out[i].number_drawn = p.has_value();
   }
   return out;
 }
@@ -798,9 +813,11 @@ FigureSize plot_scatter(const ScatterSpec& spec, const std::filesystem::path& ou
   TextMeasure m;
   constexpr double kPointR = 4, kPointFont = 9;
 
+  // The plot area grows with the number of points (its side with their square root, from 40 points
+  // on) so that labels of up to about 160 tasks find room: 560 x 420 up to 1120 x 840.
   PlotFrame f;
-  f.w = 560;
-  f.h = 420;
+  f.w = std::clamp(560.0 * std::sqrt(static_cast<double>(n) / 40.0), 560.0, 1120.0);
+  f.h = 0.75 * f.w;
   auto pad = [](std::pair<double, double> r) {
     const double p = 0.05 * (r.second - r.first);
     return std::make_pair(r.first - p, r.second + p);
@@ -841,8 +858,10 @@ FigureSize plot_scatter(const ScatterSpec& spec, const std::filesystem::path& ou
     c.circle(f.px(spec.x[i]), f.py(spec.y[i]), kPointR, colors.per_item[i], darker(colors.per_item[i]));
   for (std::size_t i = 0; i < places.size(); ++i) {
     const LabelPlace& lp = places[i];
-    if (lp.number) {  // a small number beside the point, the label in the key below
-      c.text(px[i] + kPointR + 1, py[i] - kPointR - 2, std::to_string(lp.number), {kPointFont - 1, true, kAxis}, Align::kLeft);
+    if (lp.number) {  // a small number beside the point (a leader line when away), the label in the key below
+      if (!lp.number_drawn) continue;
+      if (lp.leader) c.line(px[i], py[i], lp.x, lp.y, Rgb{0.6, 0.6, 0.6}, 0.6);
+      c.text(lp.x, lp.y, std::to_string(lp.number), {kPointFont - 1, true, kAxis}, Align::kLeft);
       continue;
     }
     if (lp.leader) {

@@ -133,6 +133,10 @@ class C10dCommunicator final : public Communicator {
   void store_set(const std::string& key, const std::string& value) override {
     try {
       store_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+      // TCPStore's set is not acknowledged: a round trip on the same connection (answered after the
+      // server has applied the set) makes it visible to every rank before this call returns, so a
+      // barrier after it orders it for the others
+      store_->check({key});
     } catch (const std::exception& e) {
       fail("store set", e);
     }

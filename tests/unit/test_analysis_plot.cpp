@@ -290,26 +290,40 @@ TEST_CASE("Plot: scatter labels never overlap, crowded points get numbers and a 
     s.y.push_back(i < 60 ? 0.001 * (i % 7) : (i / 10));
     s.labels.push_back("task_" + std::to_string(i));
   }
-  plot_scatter(s, d / "crowd.svg");
+  const FigureSize crowd = plot_scatter(s, d / "crowd.svg");
+  ScatterSpec few = s;  // the first 40 points: the plot area grows with the square root of the count
+  few.x.resize(40), few.y.resize(40), few.labels.resize(40);
+  const FigureSize small = plot_scatter(few, d / "few.svg");
+  CHECK(crowd.width >= small.width + 500);
+  CHECK(crowd.height >= small.height + 400);
   const std::string x = read_text(d / "crowd.svg");
   CHECK(xml_problem(x).empty());
   struct Label {
     double x, y, size;
     std::string text;
   };
-  std::vector<Label> placed;
-  int keyed = 0;
+  std::vector<Label> placed;  // labels and numbers
+  size_t keyed = 0, numbers = 0;
   for (std::size_t at = x.find("<text x=\""); at != std::string::npos; at = x.find("<text x=\"", at + 1)) {
     auto attr = [&](const std::string& name) { return std::stod(svg_attr(x, at, name)); };
     const std::size_t gt = x.find('>', at) + 1;
     const std::string text = x.substr(gt, x.find("</text>", gt) - gt);
+    const bool bold = x.substr(at, gt - at).find("font-weight=\"bold\"") != std::string::npos;
     if (text.rfind("task_", 0) == 0) placed.push_back({attr("x"), attr("y"), attr("font-size"), text});
     if (text.find("  task_") != std::string::npos) ++keyed;  // "N  task_i" in the key
+    // a crowded point's number beside it (bold digits; the axis ticks are not bold)
+    if (bold && !text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+      placed.push_back({attr("x"), attr("y"), attr("font-size"), text});
+      ++numbers;
+    }
   }
-  CHECK(placed.size() + keyed == 160);  // every label once, on the plot or in the key
-  CHECK(keyed > 0);                     // the clump cannot hold 60 labels
-  CHECK(placed.size() > 60);
-  // boxes with a lower bound of the glyph width (0.45 em) and 0.8 em of height: none may overlap
+  CHECK(placed.size() - numbers + keyed == 160);  // every label once, on the plot or in the key
+  CHECK(numbers <= keyed);                        // a keyed label's number beside its point where there is room
+  CHECK(numbers > 0);                             // ... which even this clump has for some
+  CHECK(keyed > 0);                               // the clump cannot hold 60 labels
+  CHECK(placed.size() - numbers > 60);
+  // boxes with a lower bound of the glyph width (0.45 em) and 0.8 em of height: no two labels or
+  // numbers may overlap (numbers included: "8" beside "35" would read "835")
   for (std::size_t i = 0; i < placed.size(); ++i)
     for (std::size_t j = i + 1; j < placed.size(); ++j) {
       const auto& a = placed[i];
