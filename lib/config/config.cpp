@@ -213,6 +213,14 @@ Config config_from_yaml_text(const std::string& yaml, const std::string& source)
 }
 
 void validate(const Config& c) {
+  if (c.routing.router == "transformer" || c.routing.router == "transformer_layer_specific") {
+    const bool shared = c.routing.router == "transformer";
+    const int64_t width = shared ? c.task_rep.dim : c.routing.hidden;
+    check(width % c.routing.transformer_heads == 0, "routing.transformer_heads",
+          "routing.transformer_heads (" + std::to_string(c.routing.transformer_heads) + ") must divide the " +
+              c.routing.router + " router's width, " + (shared ? "task_rep.dim" : "routing.hidden") + " (" +
+              std::to_string(width) + ")");
+  }
   check(c.model.d_model % c.model.heads == 0, "model.heads",
         "model.heads (" + std::to_string(c.model.heads) + ") must divide model.d_model (" +
             std::to_string(c.model.d_model) + ")");

@@ -59,8 +59,10 @@ struct ModelConfig {
 };
 
 struct RoutingConfig {
-  std::string router;             // mlp | layer_mlp | gru | lstm | transformer
+  std::string router;             // the reference's router types (model/router.h), or mlp | layer_mlp
   std::int64_t hidden;
+  std::int64_t transformer_heads;  // transformer routers: attention heads
+  std::int64_t transformer_ffn;    // ... and feed-forward width
   std::string selection;          // softmax | gumbel | gumbel_st | topk
   std::int64_t top_k;
   double tau0;

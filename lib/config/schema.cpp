@@ -302,10 +302,16 @@ void declare_model(Declarer& d) {
            "Decoder start token when training (the reference shifts with </s>).", one_of({"eos", "bos"}));
 
   // ---- routing ----
-  d.add<S>("routing.router", TLMOE_GET(routing.router), "layer_mlp", mdl,
-           "Router network: mlp (one shared MLP), layer_mlp (one MLP per layer), gru/lstm (recurrent over layers), transformer (over layers).",
-           one_of({"mlp", "layer_mlp", "gru", "lstm", "transformer"}));
+  d.add<S>("routing.router", TLMOE_GET(routing.router), "linear_layer_specific", mdl,
+           "Router network, the reference's ten types (docs/method.md §2): linear (one MLP for all layers), linear_layer_specific (one MLP per layer), rnn/gru/lstm and transformer (over the layers: the task vector plus a layer-position embedding), rnn_layer_specific/gru_layer_specific/lstm_layer_specific and transformer_layer_specific (over one projected vector per layer). Aliases: mlp = linear, layer_mlp = linear_layer_specific.",
+           one_of({"linear", "rnn", "lstm", "gru", "transformer", "rnn_layer_specific", "lstm_layer_specific",
+                   "gru_layer_specific", "transformer_layer_specific", "linear_layer_specific", "mlp", "layer_mlp"}));
   d.add<I>("routing.hidden", TLMOE_GET(routing.hidden), 64, mdl, "Router hidden size.", range(1, 65536));
+  d.add<I>("routing.transformer_heads", TLMOE_GET(routing.transformer_heads), 4, mdl,
+           "Attention heads of the transformer routers (the reference: 4); must divide their width (task_rep.dim for transformer, routing.hidden for transformer_layer_specific).",
+           range(1, 1024));
+  d.add<I>("routing.transformer_ffn", TLMOE_GET(routing.transformer_ffn), 64, mdl,
+           "Feed-forward width of the transformer routers (the reference: 64).", range(1, 1 << 20));
   d.add<S>("routing.selection", TLMOE_GET(routing.selection), "gumbel_st", mdl,
            "Selection function on router logits.", one_of({"softmax", "gumbel", "gumbel_st", "topk"}));
   d.add<I>("routing.top_k", TLMOE_GET(routing.top_k), 1, mdl, "Experts kept by topk selection (<= model.experts).", range(1, 64));

@@ -6,6 +6,7 @@
 #include "io/checkpoint.h"
 #include "model/hf_bart.h"
 #include "model/hf_defaults.h"
+#include "model/router.h"
 #include "model/selection.h"
 #include "text/bart_bpe_tokenizer.h"
 
@@ -37,6 +38,19 @@ LoadedModel load_hf_model(const std::string& dir) {
 
 }  // namespace
 
+// A checkpoint of tlmoe before the reference's router names: its "gru", "lstm" or "transformer" is
+// the *_layer_specific type (told by its layer_specific_proj), with the transformer's feed-forward
+// width = routing.hidden and its heads the largest divisor of it up to 4, as tlmoe built it then.
+void apply_legacy_router(Config& cfg, const std::map<std::string, torch::Tensor>& weights) {
+  const std::string kind = legacy_router_kind(cfg.routing.router, weights.count("router.layer_specific_proj.weight") > 0);
+  if (kind == cfg.routing.router) return;
+  if (cfg.routing.router == "transformer") {
+    cfg.routing.transformer_ffn = cfg.routing.hidden;
+    cfg.routing.transformer_heads = legacy_transformer_router_heads(cfg.routing.hidden);
+  }
+  cfg.routing.router = kind;
+}
+
 LoadedModel load_model(const std::string& checkpoint) {
   if (const std::string dir = hf_dir_of(checkpoint); !dir.empty()) return load_hf_model(dir);
   io::LoadedCheckpoint ck = io::load_checkpoint(checkpoint, /*with_optimizer=*/false);
@@ -55,6 +69,7 @@ LoadedModel load_model(const std::string& checkpoint) {
   const int64_t vocab = it->second.size(0);
   const int64_t pad = 1;  // BART's <pad>: every tlmoe tokenizer uses it (text/tokenizer.h)
   if (lm.tasks.empty()) throw DataError(meta, 0, "checkpoint lists no tasks");
+  apply_legacy_router(lm.cfg, ck.model);
   lm.model = TLMoEModel(model_options(lm.cfg, vocab, pad), router_options(lm.cfg), routing_policy(lm.cfg),
                           static_cast<int64_t>(lm.tasks.size()));
   io::load_into(*lm.model, ck.model, (fs::path(checkpoint) / "model.safetensors").string());

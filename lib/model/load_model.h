@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -33,5 +34,10 @@ struct LoadedModel {
 // table (`tasks` empty: any task may be decoded), its config built from config.json, tokenizer
 // bart-bpe from DIR, and hf_source set.
 LoadedModel load_model(const std::string& checkpoint);
+
+// A checkpoint of tlmoe before the reference's router names keeps its meaning: its "gru", "lstm"
+// or "transformer" (with a layer_specific_proj among `weights`) becomes the *_layer_specific type
+// and the transformer's heads and feed-forward width those tlmoe used then. load_model applies it.
+void apply_legacy_router(Config& cfg, const std::map<std::string, torch::Tensor>& weights);
 
 }  // namespace tlmoe::model

@@ -82,53 +82,94 @@ torch::Tensor LayerMlpRouterImpl::forward(const torch::Tensor& z) {
   return torch::stack(per_layer, 0);  // [L,B,E]
 }
 
-// ---- gru / lstm ------------------------------------------------------------------------------
+// ---- rnn / gru / lstm, shared and layer-specific -------------------------------------------
 
-RecurrentRouterImpl::RecurrentRouterImpl(const RouterOptions& o, bool use_lstm) : RouterImpl(o) {
-  layer_specific_proj = register_module("layer_specific_proj", torch::nn::Linear(o.d_in, o.hidden * o.layers));
-  if (use_lstm) {
-    lstm = register_module(
-        "rnn", torch::nn::LSTM(torch::nn::LSTMOptions(o.hidden, o.hidden).bidirectional(true).batch_first(true)));
-  } else {
-    gru = register_module(
-        "rnn", torch::nn::GRU(torch::nn::GRUOptions(o.hidden, o.hidden).bidirectional(true).batch_first(true)));
+namespace {
+
+// The reference's position embedding: N(0, init_std) as HF's init_weights gives every nn.Embedding.
+torch::nn::Embedding position_embedding(const RouterOptions& o) {
+  torch::nn::Embedding e(o.layers, o.d_in);
+  torch::NoGradGuard g;
+  e->weight.normal_(0.0, o.init_std);
+  return e;
+}
+
+// The task vector at each of the L positions plus that position's embedding: [B,L,d_in].
+torch::Tensor with_positions(const torch::Tensor& z, const torch::nn::Embedding& pos) {
+  return z.unsqueeze(1) + pos->weight.unsqueeze(0);
+}
+
+}  // namespace
+
+RecurrentRouterImpl::RecurrentRouterImpl(const RouterOptions& o, RecurrentCell cell, bool layer_specific)
+    : RouterImpl(o) {
+  int64_t in = o.d_in;
+  if (layer_specific) {
+    layer_specific_proj = register_module("layer_specific_proj", torch::nn::Linear(o.d_in, o.hidden * o.layers));
+    in = o.hidden;
+  }
+  switch (cell) {
+    case RecurrentCell::kRnn:
+      rnn_tanh = register_module(
+          "rnn", torch::nn::RNN(torch::nn::RNNOptions(in, o.hidden).nonlinearity(torch::kTanh).bidirectional(true).batch_first(true)));
+      break;
+    case RecurrentCell::kGru:
+      gru = register_module("rnn", torch::nn::GRU(torch::nn::GRUOptions(in, o.hidden).bidirectional(true).batch_first(true)));
+      break;
+    case RecurrentCell::kLstm:
+      lstm = register_module("rnn", torch::nn::LSTM(torch::nn::LSTMOptions(in, o.hidden).bidirectional(true).batch_first(true)));
+      break;
   }
   proj = register_module("proj", torch::nn::Linear(2 * o.hidden, o.experts));
   init_linears(*this, o.init_std);
+  if (!layer_specific) pos_embed = register_module("pos_embed", position_embedding(o));
 }
 
 torch::Tensor RecurrentRouterImpl::forward(const torch::Tensor& z) {
   check_input(z);
-  auto x = layer_specific_proj(z).view({z.size(0), options_.layers, options_.hidden});  // [B,L,H]
-  auto y = lstm ? std::get<0>(lstm(x)) : std::get<0>(gru(x));                             // [B,L,2H]
-  return proj(y).transpose(0, 1);                                                       // [L,B,E]
+  auto x = layer_specific_proj ? layer_specific_proj(z).view({z.size(0), options_.layers, options_.hidden})  // [B,L,H]
+                               : with_positions(z, pos_embed);                                            // [B,L,D]
+  auto y = lstm ? std::get<0>(lstm(x)) : gru ? std::get<0>(gru(x)) : std::get<0>(rnn_tanh(x));  // [B,L,2H]
+  return proj(y).transpose(0, 1);                                                                // [L,B,E]
 }
 
-// ---- transformer -----------------------------------------------------------------------------
+// ---- transformer, shared and layer-specific --------------------------------------------------
 
-int64_t transformer_router_heads(int64_t hidden) {
+int64_t legacy_transformer_router_heads(int64_t hidden) {
   for (int64_t h = 4; h > 1; --h)
     if (hidden % h == 0) return h;
   return 1;
 }
 
-TransformerRouterImpl::TransformerRouterImpl(const RouterOptions& o) : RouterImpl(o) {
-  layer_specific_proj = register_module("layer_specific_proj", torch::nn::Linear(o.d_in, o.hidden * o.layers));
+TransformerRouterImpl::TransformerRouterImpl(const RouterOptions& o, bool layer_specific) : RouterImpl(o) {
+  const int64_t width = layer_specific ? o.hidden : o.d_in;
+  TORCH_CHECK(o.transformer_heads > 0 && width % o.transformer_heads == 0, "router '", o.kind, "': ",
+              o.transformer_heads, " heads do not divide the width ", width);
+  if (layer_specific)
+    layer_specific_proj = register_module("layer_specific_proj", torch::nn::Linear(o.d_in, o.hidden * o.layers));
   transformer = register_module(
       "transformer", torch::nn::TransformerEncoderLayer(
-                         torch::nn::TransformerEncoderLayerOptions(o.hidden, transformer_router_heads(o.hidden))
-                             .dim_feedforward(o.hidden)
+                         torch::nn::TransformerEncoderLayerOptions(width, o.transformer_heads)
+                             .dim_feedforward(o.transformer_ffn)
                              .dropout(0.1)
                              .activation(torch::kReLU)));
-  proj = register_module("proj", torch::nn::Linear(o.hidden, o.experts));
+  proj = register_module("proj", torch::nn::Linear(width, o.experts));
   init_linears(*this, o.init_std);
+  if (!layer_specific) pos_embed = register_module("pos_embed", position_embedding(o));
 }
 
 torch::Tensor TransformerRouterImpl::forward(const torch::Tensor& z) {
   check_input(z);
-  auto x = layer_specific_proj(z).view({z.size(0), options_.layers, options_.hidden});  // [B,L,H]
-  auto y = transformer(x.transpose(0, 1));  // sequence-first: [L,B,H]
-  return proj(y);                           // [L,B,E]
+  auto x = layer_specific_proj ? layer_specific_proj(z).view({z.size(0), options_.layers, options_.hidden})
+                               : with_positions(z, pos_embed);  // [B,L,width]
+  auto y = transformer(x.transpose(0, 1));                      // sequence-first: [L,B,width]
+  return proj(y);                                               // [L,B,E]
+}
+
+std::string legacy_router_kind(const std::string& kind, bool has_layer_specific_proj) {
+  if (has_layer_specific_proj && (kind == "gru" || kind == "lstm" || kind == "transformer"))
+    return kind + "_layer_specific";
+  return kind;
 }
 
 // ---- registry --------------------------------------------------------------------------------
@@ -159,19 +200,45 @@ std::vector<std::string> RouterRegistry::names() const {
 
 const RouterRegistry& router_registry() {
   static const RouterRegistry registry = [] {
+    using C = RecurrentCell;
     RouterRegistry r;
-    r.add("mlp", [](const RouterOptions& o) { return std::make_shared<MlpRouterImpl>(o); });
-    r.add("layer_mlp", [](const RouterOptions& o) { return std::make_shared<LayerMlpRouterImpl>(o); });
-    r.add("gru", [](const RouterOptions& o) { return std::make_shared<RecurrentRouterImpl>(o, false); });
-    r.add("lstm", [](const RouterOptions& o) { return std::make_shared<RecurrentRouterImpl>(o, true); });
-    r.add("transformer", [](const RouterOptions& o) { return std::make_shared<TransformerRouterImpl>(o); });
+    auto recurrent = [&r](const std::string& name, C cell, bool layer_specific) {
+      r.add(name, [cell, layer_specific](const RouterOptions& o) {
+        return std::make_shared<RecurrentRouterImpl>(o, cell, layer_specific);
+      });
+    };
+    auto transformer = [&r](const std::string& name, bool layer_specific) {
+      r.add(name, [layer_specific](const RouterOptions& o) { return std::make_shared<TransformerRouterImpl>(o, layer_specific); });
+    };
+    r.add("linear", [](const RouterOptions& o) { return std::make_shared<MlpRouterImpl>(o); });
+    recurrent("rnn", C::kRnn, false);
+    recurrent("lstm", C::kLstm, false);
+    recurrent("gru", C::kGru, false);
+    transformer("transformer", false);
+    recurrent("rnn_layer_specific", C::kRnn, true);
+    recurrent("lstm_layer_specific", C::kLstm, true);
+    recurrent("gru_layer_specific", C::kGru, true);
+    transformer("transformer_layer_specific", true);
+    r.add("linear_layer_specific", [](const RouterOptions& o) { return std::make_shared<LayerMlpRouterImpl>(o); });
     return r;
   }();
   return registry;
 }
 
-std::shared_ptr<RouterImpl> make_router(const RouterOptions& o) { return router_registry().make(o); }
+std::string canonical_router_kind(const std::string& kind) {
+  if (kind == "mlp") return "linear";
+  if (kind == "layer_mlp") return "linear_layer_specific";
+  return kind;
+}
+
+std::shared_ptr<RouterImpl> make_router(const RouterOptions& o) {
+  RouterOptions c = o;
+  c.kind = canonical_router_kind(o.kind);
+  return router_registry().make(c);
+}
 
 std::vector<std::string> router_kinds() { return router_registry().names(); }
+
+std::vector<std::string> router_aliases() { return {"mlp", "layer_mlp"}; }
 
 }  // namespace tlmoe::model

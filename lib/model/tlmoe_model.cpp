@@ -96,6 +96,8 @@ RouterOptions router_options(const Config& cfg) {
   r.layers = cfg.model.encoder_layers + cfg.model.decoder_layers;
   r.experts = cfg.model.experts;
   r.init_std = cfg.model.init_std;
+  r.transformer_heads = cfg.routing.transformer_heads;
+  r.transformer_ffn = cfg.routing.transformer_ffn;
   return r;
 }
 

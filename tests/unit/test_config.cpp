@@ -38,7 +38,9 @@ TEST_CASE("defaults are the reference's stage-1 hyperparameters (docs/method.md 
   CHECK(c.train.clip_norm == 0.1);
   CHECK(c.model.experts == 3);
   CHECK(c.routing.hidden == 64);
-  CHECK(c.routing.router == "layer_mlp");
+  CHECK(c.routing.router == "linear_layer_specific");
+  CHECK(c.routing.transformer_heads == 4);
+  CHECK(c.routing.transformer_ffn == 64);
   CHECK(c.routing.selection == "gumbel_st");
   CHECK(c.adapt.lrs == std::vector<double>{1e-5, 2e-5, 5e-5});
   CHECK(c.adapt.batch_sizes == std::vector<std::int64_t>{2, 4, 8});
@@ -125,7 +127,7 @@ TEST_CASE("out-of-range and invalid enum values are refused", "[config]") {
   CHECK_THAT(config_error({"", {"adapt.batch_sizes=[4, 0]"}}), Catch::Contains("below the minimum"));
   msg = config_error({"", {"routing.router=unknown_router"}});
   CHECK_THAT(msg, Catch::Contains("'unknown_router' is not one of"));
-  CHECK_THAT(msg, Catch::Contains("layer_mlp"));
+  CHECK_THAT(msg, Catch::Contains("linear_layer_specific"));
 }
 
 TEST_CASE("cross-field rules", "[config]") {
@@ -137,6 +139,13 @@ TEST_CASE("cross-field rules", "[config]") {
   CHECK_THAT(config_error({"", {"routing.tau0=0.01"}}), Catch::Contains("tau_min must be <= routing.tau0"));
   CHECK_THAT(config_error({"", {"eval.pearson_fallback=abc"}}), Catch::Contains("expected 'nan' or a number"));
   CHECK(config_error({"", {"eval.pearson_fallback=3.0"}}).empty());
+  // the transformer routers' heads must divide their width: task_rep.dim (shared), routing.hidden
+  CHECK_THAT(config_error({"", {"routing.router=transformer", "task_rep.dim=30"}}),
+             Catch::Contains("routing.transformer_heads (4) must divide the transformer router's width, task_rep.dim (30)"));
+  CHECK_THAT(config_error({"", {"routing.router=transformer_layer_specific", "routing.hidden=30"}}),
+             Catch::Contains("routing.hidden (30)"));
+  CHECK(config_error({"", {"routing.router=transformer_layer_specific", "routing.hidden=30", "routing.transformer_heads=3"}}).empty());
+  CHECK(config_error({"", {"routing.router=gru", "routing.hidden=30"}}).empty());
 }
 
 TEST_CASE("malformed files and overrides", "[config]") {

@@ -47,13 +47,18 @@ int64_t param_count(const torch::nn::Module& m) {
 // The parameter names and shapes each router documents (router.h), written out by hand.
 std::map<std::string, std::vector<int64_t>> expected_shapes(const RouterOptions& o) {
   const int64_t D = o.d_in, H = o.hidden, L = o.layers, E = o.experts;
+  const std::string k = o.kind;
+  const bool layer_specific = k.size() > 15 && k.substr(k.size() - 15) == "_layer_specific";
+  const std::string base = layer_specific ? k.substr(0, k.size() - 15) : k;
   std::map<std::string, std::vector<int64_t>> s;
-  if (o.kind == "mlp") {
+  if (k == "mlp" || k == "linear") {
     s["linear1.weight"] = {H, D};
     s["linear1.bias"] = {H};
     s["linear2.weight"] = {L * E, H};
     s["linear2.bias"] = {L * E};
-  } else if (o.kind == "layer_mlp") {
+    return s;
+  }
+  if (k == "layer_mlp" || k == "linear_layer_specific") {
     for (int64_t l = 0; l < L; ++l) {
       const std::string p = "router_units." + std::to_string(l) + ".";
       s[p + "linear1.weight"] = {H, D};
@@ -61,34 +66,40 @@ std::map<std::string, std::vector<int64_t>> expected_shapes(const RouterOptions&
       s[p + "linear2.weight"] = {E, H};
       s[p + "linear2.bias"] = {E};
     }
-  } else if (o.kind == "gru" || o.kind == "lstm") {
-    const int64_t G = (o.kind == "gru" ? 3 : 4) * H;  // stacked gates
+    return s;
+  }
+  if (layer_specific) {
     s["layer_specific_proj.weight"] = {L * H, D};
     s["layer_specific_proj.bias"] = {L * H};
+  } else {
+    s["pos_embed.weight"] = {L, D};
+  }
+  if (base == "rnn" || base == "gru" || base == "lstm") {
+    const int64_t G = (base == "rnn" ? 1 : base == "gru" ? 3 : 4) * H;  // stacked gates
+    const int64_t in = layer_specific ? H : D;
     for (const std::string suffix : {"", "_reverse"}) {
-      s["rnn.weight_ih_l0" + suffix] = {G, H};
+      s["rnn.weight_ih_l0" + suffix] = {G, in};
       s["rnn.weight_hh_l0" + suffix] = {G, H};
       s["rnn.bias_ih_l0" + suffix] = {G};
       s["rnn.bias_hh_l0" + suffix] = {G};
     }
     s["proj.weight"] = {E, 2 * H};
     s["proj.bias"] = {E};
-  } else if (o.kind == "transformer") {
-    s["layer_specific_proj.weight"] = {L * H, D};
-    s["layer_specific_proj.bias"] = {L * H};
-    s["transformer.self_attn.in_proj_weight"] = {3 * H, H};
-    s["transformer.self_attn.in_proj_bias"] = {3 * H};
-    s["transformer.self_attn.out_proj.weight"] = {H, H};
-    s["transformer.self_attn.out_proj.bias"] = {H};
-    s["transformer.linear1.weight"] = {H, H};  // feed-forward width = H
-    s["transformer.linear1.bias"] = {H};
-    s["transformer.linear2.weight"] = {H, H};
-    s["transformer.linear2.bias"] = {H};
-    s["transformer.norm1.weight"] = {H};
-    s["transformer.norm1.bias"] = {H};
-    s["transformer.norm2.weight"] = {H};
-    s["transformer.norm2.bias"] = {H};
-    s["proj.weight"] = {E, H};
+  } else if (base == "transformer") {
+    const int64_t W = layer_specific ? H : D, F = o.transformer_ffn;
+    s["transformer.self_attn.in_proj_weight"] = {3 * W, W};
+    s["transformer.self_attn.in_proj_bias"] = {3 * W};
+    s["transformer.self_attn.out_proj.weight"] = {W, W};
+    s["transformer.self_attn.out_proj.bias"] = {W};
+    s["transformer.linear1.weight"] = {F, W};
+    s["transformer.linear1.bias"] = {F};
+    s["transformer.linear2.weight"] = {W, F};
+    s["transformer.linear2.bias"] = {W};
+    s["transformer.norm1.weight"] = {W};
+    s["transformer.norm1.bias"] = {W};
+    s["transformer.norm2.weight"] = {W};
+    s["transformer.norm2.bias"] = {W};
+    s["proj.weight"] = {E, W};
     s["proj.bias"] = {E};
   }
   return s;
@@ -96,14 +107,23 @@ std::map<std::string, std::vector<int64_t>> expected_shapes(const RouterOptions&
 
 // Parameter counts by formula.
 int64_t expected_count(const RouterOptions& o) {
-  const int64_t D = o.d_in, H = o.hidden, L = o.layers, E = o.experts;
-  if (o.kind == "mlp") return (D * H + H) + (H * L * E + L * E);
-  if (o.kind == "layer_mlp") return L * (D * H + H + H * E + E);
-  const int64_t in_proj = D * L * H + L * H, out = 2 * H * E + E;
-  if (o.kind == "gru") return in_proj + 2 * (3 * H * H * 2 + 3 * H * 2) + out;
-  if (o.kind == "lstm") return in_proj + 2 * (4 * H * H * 2 + 4 * H * 2) + out;
-  // transformer: attention (in 3H·H+3H, out H·H+H), ffn 2·(H·H+H), two LayerNorms 2·2H, proj H·E+E.
-  return in_proj + (3 * H * H + 3 * H) + (H * H + H) + 2 * (H * H + H) + 4 * H + (H * E + E);
+  const int64_t D = o.d_in, H = o.hidden, L = o.layers, E = o.experts, F = o.transformer_ffn;
+  const std::string k = o.kind;
+  if (k == "linear") return (D * H + H) + (H * L * E + L * E);
+  if (k == "linear_layer_specific") return L * (D * H + H + H * E + E);
+  const int64_t proj_in = D * L * H + L * H, pos = L * D, out = 2 * H * E + E;
+  // a bidirectional 1-layer cell of g gates, input i: 2 directions x (g·H·i + g·H·H + 2·g·H)
+  auto cell = [&](int64_t g, int64_t i) { return 2 * (g * H * i + g * H * H + 2 * g * H); };
+  if (k == "rnn") return pos + cell(1, D) + out;
+  if (k == "gru") return pos + cell(3, D) + out;
+  if (k == "lstm") return pos + cell(4, D) + out;
+  if (k == "rnn_layer_specific") return proj_in + cell(1, H) + out;
+  if (k == "gru_layer_specific") return proj_in + cell(3, H) + out;
+  if (k == "lstm_layer_specific") return proj_in + cell(4, H) + out;
+  // transformer of width W: attention (in 3W·W+3W, out W·W+W), ffn (F·W+F)+(W·F+W), two LayerNorms 4W, proj W·E+E
+  auto tr = [&](int64_t W) { return (3 * W * W + 3 * W) + (W * W + W) + (F * W + F) + (W * F + W) + 4 * W + (W * E + E); };
+  if (k == "transformer") return pos + tr(D);
+  return proj_in + tr(H);  // transformer_layer_specific
 }
 
 torch::Tensor ref_gelu(const torch::Tensor& x) { return 0.5 * x * (1 + torch::erf(x / std::sqrt(2.0))); }
@@ -148,18 +168,33 @@ TEST_CASE("temperature schedule matches the test vectors of docs/method.md §3.2
 
 // ---- routers ------------------------------------------------------------------------------
 
-TEST_CASE("router registry lists the five kinds and rejects unknown and duplicate names", "[routing]") {
-  CHECK(router_kinds() == std::vector<std::string>{"mlp", "layer_mlp", "gru", "lstm", "transformer"});
-  RouterOptions o = small_router("lstm_layer_specific");
+TEST_CASE("router registry: the reference's ten types, the aliases, unknown and duplicate names", "[routing]") {
+  const std::vector<std::string> ten = {"linear",  "rnn", "lstm", "gru", "transformer", "rnn_layer_specific",
+                                        "lstm_layer_specific", "gru_layer_specific", "transformer_layer_specific",
+                                        "linear_layer_specific"};
+  CHECK(router_kinds() == ten);
+  CHECK(canonical_router_kind("mlp") == "linear");
+  CHECK(canonical_router_kind("layer_mlp") == "linear_layer_specific");
+  CHECK(canonical_router_kind("gru") == "gru");
+  // an alias builds its type, parameter for parameter
+  for (const auto& [alias, kind] : std::vector<std::pair<std::string, std::string>>{{"mlp", "linear"}, {"layer_mlp", "linear_layer_specific"}}) {
+    CHECK(param_shapes(*make_router(small_router(alias))) == param_shapes(*make_router(small_router(kind))));
+  }
+  RouterOptions o = small_router("lstm_layers");
   try {
     make_router(o);
     FAIL("an unknown router was accepted");
   } catch (const tlmoe::ConfigError& e) {
     CHECK(e.key() == "routing.router");
     CHECK(std::string(e.what()) ==
-          "config error: key 'routing.router': unknown router 'lstm_layer_specific'; "
-          "valid: mlp, layer_mlp, gru, lstm, transformer");
+          "config error: key 'routing.router': unknown router 'lstm_layers'; valid: linear, rnn, lstm, gru, transformer, "
+          "rnn_layer_specific, lstm_layer_specific, gru_layer_specific, transformer_layer_specific, linear_layer_specific");
   }
+  // checkpoints of tlmoe before the reference's names: gru, lstm, transformer were layer-specific
+  CHECK(legacy_router_kind("gru", true) == "gru_layer_specific");
+  CHECK(legacy_router_kind("transformer", true) == "transformer_layer_specific");
+  CHECK(legacy_router_kind("gru", false) == "gru");
+  CHECK(legacy_router_kind("layer_mlp", true) == "layer_mlp");
   RouterRegistry r;
   r.add("x", [](const RouterOptions& ro) { return std::make_shared<MlpRouterImpl>(ro); });
   CHECK(r.contains("x"));
@@ -231,17 +266,20 @@ TEST_CASE("router initialisation: Linear N(0, init_std) with zero bias, RNN defa
         }
       }
       // A big Linear weight: mean ~ 0, std ~ init_std.
-      const std::string big = kind == "mlp"         ? "linear1.weight"
-                              : kind == "layer_mlp" ? "router_units.5.linear1.weight"
-                                                    : "layer_specific_proj.weight";
+      const bool layer_specific = kind.find("_layer_specific") != std::string::npos;
+      const std::string big = kind == "linear"                  ? "linear1.weight"
+                              : kind == "linear_layer_specific" ? "router_units.5.linear1.weight"
+                              : layer_specific                  ? "layer_specific_proj.weight"
+                                                                : "pos_embed.weight";  // N(0, init_std) as HF's Embedding
       auto w = params[big];
       CHECK(w.mean().item<double>() == Approx(0.0).margin(0.002));
       CHECK(w.std().item<double>() == Approx(0.05).epsilon(0.02));
-      if (kind == "transformer") {
+      if (kind.rfind("transformer", 0) == 0) {
+        const double W = layer_specific ? 64.0 : 768.0;  // the layer's width: hidden, or d_in
         CHECK(params["transformer.self_attn.out_proj.weight"].std().item<double>() == Approx(0.05).epsilon(0.1));
         CHECK(params["transformer.linear1.weight"].std().item<double>() == Approx(0.05).epsilon(0.1));
-        // The packed in_proj is not a Linear: xavier-uniform, bound sqrt(6 / (H + 3H)).
-        const double bound = std::sqrt(6.0 / (64.0 + 3 * 64.0));
+        // The packed in_proj is not a Linear: xavier-uniform, bound sqrt(6 / (W + 3W)).
+        const double bound = std::sqrt(6.0 / (W + 3 * W));
         auto ip = params["transformer.self_attn.in_proj_weight"];
         CHECK(ip.abs().max().item<double>() <= bound);
         CHECK(ip.std().item<double>() == Approx(bound / std::sqrt(3.0)).epsilon(0.05));
@@ -250,7 +288,7 @@ TEST_CASE("router initialisation: Linear N(0, init_std) with zero bias, RNN defa
   }
 }
 
-TEST_CASE("mlp and layer_mlp routers compute the documented function", "[routing]") {
+TEST_CASE("linear and linear_layer_specific routers (mlp, layer_mlp) compute the documented function", "[routing]") {
   torch::manual_seed(3);
   auto z = torch::randn({5, 16});
   {
@@ -276,15 +314,22 @@ TEST_CASE("mlp and layer_mlp routers compute the documented function", "[routing
   }
 }
 
-TEST_CASE("transformer router heads and odd hidden sizes", "[routing]") {
+TEST_CASE("transformer routers: the reference's 4 heads and width 64, legacy heads, heads that do not divide", "[routing]") {
   torch::manual_seed(104);
-  CHECK(transformer_router_heads(64) == 4);
-  CHECK(transformer_router_heads(6) == 3);
-  CHECK(transformer_router_heads(10) == 2);
-  CHECK(transformer_router_heads(7) == 1);
-  RouterOptions o = small_router("transformer");
-  o.hidden = 6;
+  CHECK(legacy_transformer_router_heads(64) == 4);
+  CHECK(legacy_transformer_router_heads(6) == 3);
+  CHECK(legacy_transformer_router_heads(10) == 2);
+  CHECK(legacy_transformer_router_heads(7) == 1);
+  RouterOptions o = small_router("transformer_layer_specific");
   auto r = make_router(o);
+  auto attn = r->named_modules()["transformer.self_attn"]->as<torch::nn::MultiheadAttention>();
+  REQUIRE(attn);
+  CHECK(attn->options.num_heads() == 4);
+  CHECK(r->named_parameters()["transformer.linear1.weight"].sizes() == std::vector<int64_t>{64, o.hidden});
+  o.hidden = 6;  // a width 4 heads do not divide: the config check names the key (test_config.cpp)
+  CHECK_THROWS(make_router(o));
+  o.transformer_heads = 3;
+  r = make_router(o);
   CHECK(r->forward(torch::randn({3, o.d_in})).sizes() == std::vector<int64_t>{o.layers, 3, o.experts});
   CHECK_THROWS(r->forward(torch::randn({3, o.d_in + 1})));
 }

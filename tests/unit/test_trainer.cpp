@@ -8,12 +8,15 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 
 #include "common/error.h"
 #include "config/config.h"
 #include "io/safetensors.h"
 #include "model/layers.h"
+#include "model/load_model.h"
+#include "model/router.h"
 #include "model/tlmoe_model.h"
 #include "test_util.h"
 #include "tiny_data.h"
@@ -181,6 +184,38 @@ TEST_CASE("train: resumed runs log the uninterrupted run's metrics.jsonl, line f
   }
   run(cfg, t.dir / "c", true);
   CHECK(metrics_without_timings(t.dir / "c/metrics.jsonl") == want);
+}
+
+TEST_CASE("checkpoints of tlmoe before the reference's router names load as the layer-specific routers", "[train]") {
+  // tlmoe's "gru" and "transformer" of that time were gru_layer_specific and transformer_layer_specific
+  // (feed-forward width = routing.hidden, heads the largest divisor of it up to 4); their configs
+  // had no transformer_heads / transformer_ffn
+  for (const std::string old_name : {"gru", "transformer"}) {
+    DYNAMIC_SECTION(old_name) {
+      Tiny t;
+      auto cfg = t.config();
+      cfg.train.steps = 2;
+      cfg.train.tensorboard = false;
+      cfg.routing.router = old_name + "_layer_specific";
+      cfg.routing.transformer_ffn = cfg.routing.hidden;
+      cfg.routing.transformer_heads = tlmoe::model::legacy_transformer_router_heads(cfg.routing.hidden);
+      run(cfg, t.dir / "r");
+      auto now = tlmoe::model::load_model((t.dir / "r/last").string());
+      auto meta = nlohmann::json::parse(read_text(t.dir / "r/last/meta.json"));
+      std::string yaml = meta["config"].get<std::string>();
+      yaml = std::regex_replace(yaml, std::regex("router: \"" + old_name + "_layer_specific\""), "router: \"" + old_name + "\"");
+      yaml = std::regex_replace(yaml, std::regex("\\n *transformer_(heads|ffn): [0-9]+"), "");
+      REQUIRE(yaml.find("router: \"" + old_name + "\"\n") != std::string::npos);
+      REQUIRE(yaml.find("transformer_ffn") == std::string::npos);
+      meta["config"] = yaml;
+      write_text(t.dir / "r/last/meta.json", meta.dump(1));
+      auto then = tlmoe::model::load_model((t.dir / "r/last").string());
+      CHECK(then.cfg.routing.router == old_name + "_layer_specific");
+      torch::NoGradGuard ng;
+      CHECK(torch::equal(then.model->router_logits(torch::tensor({0, 1, 0})),
+                         now.model->router_logits(torch::tensor({0, 1, 0}))));
+    }
+  }
 }
 
 TEST_CASE("train: existing runs, mismatched and damaged checkpoints are refused", "[train]") {
