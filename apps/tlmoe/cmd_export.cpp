@@ -32,6 +32,9 @@ void setup_export(CLI::App& app) {
   cmd->add_flag("--approximate", o->approximate,
                 "Soft routes: export the route-weighted average of the experts and report the dev log-likelihood change");
   cmd->add_option("--device", o->device, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--tau", o->tau,
+                  "Routing temperature of the export's soft routes: checkpoint (tau at its step), min (routing.tau_min, "
+                  "as the reference evaluates) or a number; default: the checkpoint config's eval.tau");
   cmd->callback([o] {
     const auto r = hf_export::export_task(*o, std::cerr);
     std::cout << "exported " << (r.routed ? o->task : std::string("the model")) << " to " << o->out.string()

@@ -75,7 +75,7 @@ void Sweep::write_outputs() {
       if (std::isfinite(m)) sum += m, ++n_tasks;
     }
   }
-  result_.summary = {{"start", st_.kind},     {"checkpoint", opts_.checkpoint}, {"route", route_mode_},
+  result_.summary = {{"start", st_.kind},     {"checkpoint", opts_.checkpoint}, {"route", route_mode_}, {"routing_tau", st_.tau},
                      {"mode", routed_ ? cfg_.adapt.mode : "none"}, {"complete", complete}, {"tasks", tasks},
                      {"mean_over_tasks", n_tasks ? json(sum / static_cast<double>(n_tasks)) : json(nullptr)},
                      {"grid", {{"lrs", cfg_.adapt.lrs}, {"batch_sizes", cfg_.adapt.batch_sizes},

@@ -158,6 +158,7 @@ void Sweep::load_start() {
   const json& tok_info = man_.at("tokenizer");
   if (!opts_.checkpoint.empty()) {
     model::LoadedModel lm = model::load_model(opts_.checkpoint);
+    model::use_evaluation_tau(lm, cfg_);
     if (lm.tokenizer_fingerprint != tok_info.at("fingerprint").get<std::string>())
       throw DataError((fs::path(opts_.checkpoint) / "meta.json").string(), 0,
                       "the checkpoint was trained with another tokenizer than " + manifest_path_ + " records");

@@ -175,7 +175,9 @@ model::LoadedModel load_checked(const AnalyzeOptions& o) {
   if (o.max_examples < 0) throw UsageError("analyze-routes: --max-examples must be >= 0");
   refuse_hf_checkpoint(o.checkpoint);
   if (!o.compare.empty()) refuse_hf_checkpoint(o.compare);
-  return model::load_model(o.checkpoint);
+  model::LoadedModel lm = model::load_model(o.checkpoint);
+  model::use_evaluation_tau(lm, o.cfg);
+  return lm;
 }
 
 }  // namespace
@@ -351,8 +353,8 @@ void Analysis::route_figures() {
   figure("heatmap_tau1", "Routes at tau = 1, grouped by category", [&](const fs::path& p) {
     plot_route_heatmap({shown1, shown_cat, sub, "Routes at tau = 1 (softmax of the router's logits)"}, p);
   });
-  figure("heatmap_tau", "Routes at the checkpoint's tau = " + fmt(lm.tau), [&](const fs::path& p) {
-    plot_route_heatmap({shownt, shown_cat, sub, "Routes at the checkpoint's tau = " + fmt(lm.tau)}, p);
+  figure("heatmap_tau", "Routes at the evaluation temperature tau = " + fmt(lm.tau), [&](const fs::path& p) {
+    plot_route_heatmap({shownt, shown_cat, sub, "Routes at the evaluation temperature tau = " + fmt(lm.tau)}, p);
   });
   if (n >= 2) {  // PCA needs two points
     const auto pc = pca(t1.task_vectors(), 2);

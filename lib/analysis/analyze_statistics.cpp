@@ -308,6 +308,7 @@ void Analysis::dynamics() {
 void Analysis::compare_runs() {
   if (o.compare.empty()) return;
   model::LoadedModel lb = model::load_model(o.compare);
+  model::use_evaluation_tau(lb, o.cfg);
   if (lb.model->options().experts != E)
     throw UsageError("analyze-routes: --compare " + o.compare + " has " + std::to_string(lb.model->options().experts) +
                      " experts per layer, the analysed checkpoint " + std::to_string(E));

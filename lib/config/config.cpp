@@ -245,6 +245,17 @@ void validate(const Config& c) {
   check(c.eval.max_len + 1 <= c.model.max_positions, "eval.max_len", "eval.max_len must be < model.max_positions");
   check(!c.adapt.lrs.empty(), "adapt.lrs", "the learning-rate grid is empty");
   check(!c.adapt.batch_sizes.empty(), "adapt.batch_sizes", "the batch-size grid is empty");
+  if (c.eval.tau != "checkpoint" && c.eval.tau != "min") {
+    std::size_t pos = 0;
+    double v = 0;
+    try {
+      v = std::stod(c.eval.tau, &pos);
+    } catch (...) {
+      pos = 0;
+    }
+    check(pos == c.eval.tau.size() && pos > 0 && v > 0 && std::isfinite(v), "eval.tau",
+          "expected 'checkpoint', 'min' or a positive number, got '" + c.eval.tau + "'");
+  }
   if (c.eval.pearson_fallback != "nan") {
     try {
       std::size_t pos = 0;

@@ -117,6 +117,7 @@ struct TrainConfig {
   double collapse_threshold;      // share of one prediction above which a dev task has collapsed
   double plateau_tolerance;       // converged: the last half of training improved the best by less
   std::int64_t log_every;
+  std::int64_t alternate_every;   // > 0: K steps backbone only, K steps router and task table only, ...
   bool tensorboard;               // also write TensorBoard event files ({run}/tensorboard/)
   bool tensorboard_images;        // ... with the route heatmap as an image at every evaluation
   std::int64_t seed;
@@ -136,6 +137,8 @@ struct AdaptConfig {
 };
 
 struct EvalConfig {
+  std::string decoder_start;      // generation's first decoder token: train | eos | bos
+  std::string tau;                // routing temperature of a saved checkpoint: checkpoint | min | a number
   std::int64_t num_beams;
   std::int64_t max_len;
   std::int64_t batch_size;

@@ -395,6 +395,9 @@ void declare_training(Declarer& d) {
                 "A run has converged when the best dev score (or loss) of the last half of training improves on the first half's best by less than this share.",
                 Check{0.0, 10.0, {}});
   d.add<I>("train.log_every", TLMOE_GET(train.log_every), 10, trn, "Write a metrics.jsonl line every N steps.", range(1, 1e12));
+  d.add<I>("train.alternate_every", TLMOE_GET(train.alternate_every), 0, trn,
+           "Alternating updates (the reference's --alternate_every K): steps 1..K-1 update the router and task table with the backbone held, the next K steps the backbone with the router and task table held, and so on (step s holds the router when floor(s/K) is odd). Held parameters do not move (with reference_compat their gradients are zeroed as the reference does, so AdamW's momentum and weight decay still move them). 0 = off.",
+           range(0, 1e12));
   d.add<bool>("train.tensorboard", TLMOE_GET(train.tensorboard), true, trn,
               "Also write TensorBoard event files in {run}/tensorboard/: every metrics.jsonl value as a scalar (loss, lr, tau, throughput, route entropy per layer, dev loss and score, per dev task) (docs/tensorboard.md).");
   d.add<bool>("train.tensorboard_images", TLMOE_GET(train.tensorboard_images), true, trn,
@@ -437,6 +440,11 @@ void declare_evaluation(Declarer& d) {
   d.add<S>("eval.semantics", TLMOE_GET(eval.semantics), "legacy", "train, adapt, eval",
            "Which transformers release generation and decoding reproduce. legacy = 4.x, what CrossFit and the paper ran: BeamSearchScorer's beam search, and a BART tokenizer cleans up spaces before punctuation unless its tokenizer_config.json says otherwise. current = 5.x: the vectorised beam search (early-stop check on the best running beam, length limit scored by generated length) and 5.x's decoding. Unset, a Hugging Face model (hf:DIR, or a run trained from one) uses current. Formerly eval.beam_search (still accepted).",
            one_of({"legacy", "current"}));
+  d.add<S>("eval.decoder_start", TLMOE_GET(eval.decoder_start), "train", "train, adapt, eval",
+           "First decoder token of generation: train = model.decoder_start, the token training shifted with; eos or bos. With reference_compat (and this key unset) bos, as the reference generates from <s> after training with </s> (docs/method.md §13.11).",
+           one_of({"train", "eos", "bos"}));
+  d.add<S>("eval.tau", TLMOE_GET(eval.tau), "checkpoint", "adapt, eval, analyze-routes, export",
+           "Routing temperature a saved checkpoint is evaluated at (matters for softmax routes): checkpoint = tau at its step, as it was evaluated while training; min = routing.tau_min, as the reference evaluates best/ (the reference_compat default); or a positive number (docs/method.md §3.3).");
   d.add<S>("eval.pearson_fallback", TLMOE_GET(eval.pearson_fallback), "nan", "train, adapt, eval",
            "Value for unparsable predictions in Pearson tasks: nan (CrossFit) or a number such as 3.0 (the TL-MoE code).");
   d.add<S>("eval.rouge_variant", TLMOE_GET(eval.rouge_variant), "1.0.0", "train, adapt, eval",

@@ -89,6 +89,7 @@ Session open_session(const CheckpointEvalOptions& opts, std::ostream& log) {
   const json& tok_info = s.man.at("tokenizer");
   s.tok = data::load_tokenizer(s.cfg);
   s.lm = model::load_model(opts.checkpoint);
+  model::use_evaluation_tau(s.lm, s.cfg);
   if (s.lm.tokenizer_fingerprint != tok_info.at("fingerprint").get<std::string>())
     throw DataError(model::hf_dir_of(opts.checkpoint).empty() ? (fs::path(opts.checkpoint) / "meta.json").string() : opts.checkpoint, 0,
                     "the checkpoint was trained with another tokenizer than the preprocess cache records");
@@ -163,7 +164,7 @@ json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
   for (const auto& t : tasks) task_row(s, opts, t);  // every task known before anything is decoded or written
   json summary = {{"kind", "eval"}, {"checkpoint", opts.checkpoint}, {"start", s.routed ? "tlmoe" : "vanilla"},
                   {"complete", false}, {"tasks", json::object()}, {"mean_over_tasks", nullptr},
-                  {"generation", model::describe_generation(s.cfg)},
+                  {"generation", model::describe_generation(s.cfg)}, {"routing_tau", s.lm.tau},
                   {"upstream_health", metrics::report_upstream_health(opts.checkpoint, log)}};
   const auto answerable = data::zero_shot_answerable(s.tasks, s.splits, s.cfg.data.instruction);
   json answerable_here = json::object();

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "common/strings.h"
+#include "model/hf_defaults.h"
 
 namespace tlmoe::evaluate {
 
@@ -17,7 +18,7 @@ model::GenerationOptions generation_options(const Config& cfg, int64_t bos, int6
   g.no_repeat_ngram = cfg.eval.no_repeat_ngram;
   g.early_stopping = cfg.eval.early_stopping;
   g.current_beam_search = cfg.eval.semantics == "current";
-  g.decoder_start_id = cfg.model.decoder_start == "eos" ? eos : bos;
+  g.decoder_start_id = model::generation_start(cfg) == "eos" ? eos : bos;
   g.forced_bos_id = cfg.eval.forced_bos ? bos : -1;
   g.forced_eos_id = cfg.eval.forced_eos ? eos : -1;
   g.eos_id = eos;

@@ -225,6 +225,15 @@ void measure_dev_change(model::LoadedModel& lm, int64_t t, const evaluate::Route
 ExportReport export_task(const ExportOptions& o, std::ostream& log) {
   ExportReport rep;
   model::LoadedModel lm = model::load_model(o.checkpoint.string());
+  {
+    Config c = lm.cfg;  // the checkpoint's settings, --tau over its eval.tau
+    if (!o.tau.empty()) {
+      c.eval.tau = o.tau;
+      c.explicit_keys.insert("eval.tau");
+      validate(c);
+    }
+    model::use_evaluation_tau(lm, c);
+  }
   rep.routed = lm.model->routed_layers() > 0;
   const int64_t t = rep.routed ? task_row(lm, o.task) : -1;
   const torch::Device dev = pick_device(o.device);

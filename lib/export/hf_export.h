@@ -30,6 +30,7 @@ struct ExportOptions {
   std::filesystem::path out;
   bool approximate = false;
   std::string device = "cpu";
+  std::string tau;                   // eval.tau for this export ("" = the checkpoint config's eval.tau)
 };
 
 struct ExportReport {

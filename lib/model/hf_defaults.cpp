@@ -159,13 +159,19 @@ void adopt_checkpoint_defaults(Config& cfg, const std::string& checkpoint, std::
   validate(cfg);
 }
 
+std::string generation_start(const Config& cfg) {
+  if (cfg.eval.decoder_start != "train") return cfg.eval.decoder_start;
+  if (cfg.reference_compat && !cfg.is_explicit("eval.decoder_start")) return "bos";
+  return cfg.model.decoder_start;
+}
+
 std::string describe_generation(const Config& cfg) {
   const EvalConfig& e = cfg.eval;
   std::ostringstream s;
   s << (e.num_beams == 1 ? std::string("greedy") : "beams " + std::to_string(e.num_beams)) << ", max_len " << e.max_len
     << ", min_len " << e.min_len << ", length_penalty " << e.length_penalty << ", no_repeat_ngram " << e.no_repeat_ngram
     << ", early_stopping " << text_of(e.early_stopping) << ", forced_bos " << text_of(e.forced_bos) << ", forced_eos "
-    << text_of(e.forced_eos) << ", decoder start " << (cfg.model.decoder_start == "eos" ? "</s>" : "<s>")
+    << text_of(e.forced_eos) << ", decoder start " << (generation_start(cfg) == "eos" ? "</s>" : "<s>")
     << ", semantics " << e.semantics << " (transformers " << (e.semantics == "current" ? "5.x" : "4.x") << ")";
   return s.str();
 }

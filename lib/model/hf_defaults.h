@@ -44,4 +44,8 @@ void adopt_checkpoint_defaults(Config& cfg, const std::string& checkpoint, std::
 // The decoding settings in effect, one line ("beams 4, max_len 20, ..., semantics current"), for logs.
 std::string describe_generation(const Config& cfg);
 
+// The first decoder token of generation, "eos" or "bos" (eval.decoder_start; "train" = the token
+// training shifts with, model.decoder_start; with reference_compat and the key unset, "bos").
+std::string generation_start(const Config& cfg);
+
 }  // namespace tlmoe::model

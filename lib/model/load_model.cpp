@@ -51,6 +51,15 @@ void apply_legacy_router(Config& cfg, const std::map<std::string, torch::Tensor>
   cfg.routing.router = kind;
 }
 
+double evaluation_tau(const LoadedModel& lm, const Config& cfg) {
+  const std::string setting = cfg.reference_compat && !cfg.is_explicit("eval.tau") ? "min" : cfg.eval.tau;
+  if (setting == "checkpoint") return lm.tau;
+  if (setting == "min") return lm.cfg.routing.tau_min;
+  return std::stod(setting);  // validate() checked it is a positive number
+}
+
+void use_evaluation_tau(LoadedModel& lm, const Config& cfg) { lm.tau = evaluation_tau(lm, cfg); }
+
 LoadedModel load_model(const std::string& checkpoint) {
   if (const std::string dir = hf_dir_of(checkpoint); !dir.empty()) return load_hf_model(dir);
   io::LoadedCheckpoint ck = io::load_checkpoint(checkpoint, /*with_optimizer=*/false);

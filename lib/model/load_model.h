@@ -40,4 +40,11 @@ LoadedModel load_model(const std::string& checkpoint);
 // and the transformer's heads and feed-forward width those tlmoe used then. load_model applies it.
 void apply_legacy_router(Config& cfg, const std::map<std::string, torch::Tensor>& weights);
 
+// The routing temperature a saved checkpoint is evaluated at (docs/method.md §3.3), by the command's
+// eval.tau: "checkpoint" = lm.tau (tau at its step), "min" = its routing.tau_min, or a number;
+// with reference_compat and eval.tau not set explicitly, "min" (the reference's best/ evaluation).
+double evaluation_tau(const LoadedModel& lm, const Config& cfg);
+// Sets lm.tau to evaluation_tau (eval, adapt, analyze-routes and export call it after load_model).
+void use_evaluation_tau(LoadedModel& lm, const Config& cfg);
+
 }  // namespace tlmoe::model

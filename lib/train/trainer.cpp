@@ -120,6 +120,7 @@ class Run {
     return model::temperature_at(s, cfg_.routing.tau0, cfg_.routing.tau_min, cfg_.routing.anneal_rate);
   }
   [[noreturn]] void stop(const std::string& what);
+  void hold_alternating();
 
   const TrainOptions& opts_;
   const Config& cfg_;
@@ -184,6 +185,7 @@ TrainResult Run::go() {
       stop("non-finite gradient norm at step " + std::to_string(step_ + 1) +
            "; training stopped. The last good checkpoint is " + (run_ / "last").string());
     const double mult = linear_warmup_decay(step_, warmup_, total_);
+    hold_alternating();
     opt_->step(mult);
     opt_->zero_grad();
     ++step_;
@@ -205,6 +207,26 @@ TrainResult Run::go() {
   result_.best_step = best_step_;
   result_.stopped_early = step_ < total_;
   return result_;
+}
+
+// train.alternate_every = K: the step about to be taken, s = step_ + 1, holds the router and the
+// task table when floor(s / K) is odd, else the backbone (the reference's schedule, after the
+// clip). Held parameters lose their gradient, so AdamW leaves them (moments included) as they are;
+// with reference_compat their gradient is zeroed instead, as the reference does, and AdamW's
+// momentum and weight decay still move them.
+void Run::hold_alternating() {
+  const int64_t k = cfg_.train.alternate_every;
+  if (k <= 0) return;
+  const bool hold_router = ((step_ + 1) / k) % 2 == 1;
+  for (const auto& g : opt_->groups()) {
+    const bool router_side = g.name == "router" || g.name == "router_no_decay" || g.name == "task_table";
+    if (router_side != hold_router) continue;
+    for (auto p : g.params) {
+      if (!p.grad().defined()) continue;
+      if (cfg_.reference_compat) p.mutable_grad().zero_();
+      else p.mutable_grad().reset();
+    }
+  }
 }
 
 void Run::stop(const std::string& what) {

@@ -299,6 +299,32 @@ TEST_CASE("evaluate_checkpoint scores seen and unseen tasks and writes predictio
   CHECK_FALSE(s.contains("zero_shot_answerable"));  // no task lists labels: none is known answerable
 }
 
+TEST_CASE("eval.tau: a checkpoint is evaluated at tau of its step, at tau_min, or at a given value", "[adapt][eval]") {
+  Tiny t;
+  auto cfg = t.config();  // tau0 2, tau_min 0.1, anneal rate 0.05
+  cfg.routing.selection = "softmax";
+  cfg.train.steps = 4;
+  cfg.train.tensorboard = false;
+  tlmoe::test::run(cfg, t.dir / "r");
+  auto eval_at = [&](const std::string& tau, bool compat) {
+    tlmoe::evaluate::CheckpointEvalOptions o;
+    o.cfg = t.config();
+    o.cfg.eval.tau = tau;
+    if (tau != "checkpoint") o.cfg.explicit_keys.insert("eval.tau");
+    o.cfg.reference_compat = compat;
+    o.checkpoint = (t.dir / "r/last").string();
+    o.partitions = {"train"};
+    o.out_dir = (t.dir / ("ev_" + tau + (compat ? "_compat" : ""))).string();
+    std::ostringstream log;
+    o.log = &log;
+    return tlmoe::evaluate::evaluate_checkpoint(o)["routing_tau"].get<double>();
+  };
+  CHECK(eval_at("checkpoint", false) == Approx(2.0 * std::exp(-0.05 * 4)));  // tau(4), by hand
+  CHECK(eval_at("min", false) == Approx(0.1));
+  CHECK(eval_at("0.5", false) == Approx(0.5));
+  CHECK(eval_at("checkpoint", true) == Approx(0.1));  // reference_compat: the reference's floor
+}
+
 TEST_CASE("evaluate_checkpoint reports the zero-shot-answerable unseen tasks separately", "[adapt][eval]") {
   Tiny t;
   train_dense_source(t);

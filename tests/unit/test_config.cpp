@@ -1,10 +1,15 @@
 // Config: precedence, base files, overrides, and every error kind.
+// torch before Catch: c10 defines its own CHECK
+#include <torch/torch.h>
+
 #include <catch2/catch.hpp>
 
 #include <set>
 
 #include "common/error.h"
 #include "config/config.h"
+#include "evaluate/predict.h"
+#include "model/hf_defaults.h"
 #include "test_util.h"
 
 using tlmoe::ConfigError;
@@ -139,6 +144,11 @@ TEST_CASE("cross-field rules", "[config]") {
   CHECK_THAT(config_error({"", {"routing.tau0=0.01"}}), Catch::Contains("tau_min must be <= routing.tau0"));
   CHECK_THAT(config_error({"", {"eval.pearson_fallback=abc"}}), Catch::Contains("expected 'nan' or a number"));
   CHECK(config_error({"", {"eval.pearson_fallback=3.0"}}).empty());
+  CHECK_THAT(config_error({"", {"eval.tau=abc"}}), Catch::Contains("expected 'checkpoint', 'min' or a positive number"));
+  CHECK_THAT(config_error({"", {"eval.tau=0"}}), Catch::Contains("eval.tau"));
+  CHECK_THAT(config_error({"", {"eval.tau=-1"}}), Catch::Contains("eval.tau"));
+  CHECK(config_error({"", {"eval.tau=min"}}).empty());
+  CHECK(config_error({"", {"eval.tau=0.5"}}).empty());
   // the transformer routers' heads must divide their width: task_rep.dim (shared), routing.hidden
   CHECK_THAT(config_error({"", {"routing.router=transformer", "task_rep.dim=30"}}),
              Catch::Contains("routing.transformer_heads (4) must divide the transformer router's width, task_rep.dim (30)"));
@@ -245,4 +255,22 @@ TEST_CASE("eval.beam_search, the former name of eval.semantics, still sets it", 
   CHECK(c.is_explicit("eval.semantics"));
   CHECK(load_config({"", {"eval.beam_search=legacy"}}).eval.semantics == "legacy");
   CHECK_THAT(config_error({"", {"eval.semantics=newest"}}), Catch::Contains("eval.semantics") && Catch::Contains("legacy, current"));
+}
+
+TEST_CASE("eval.decoder_start: generation starts from the training token, eos, bos, or bos under reference_compat", "[config]") {
+  auto cfg = tlmoe::Config::defaults();  // model.decoder_start eos: training shifts with </s>
+  auto start = [](const tlmoe::Config& c) { return tlmoe::evaluate::generation_options(c, 0, 2, 1).decoder_start_id; };
+  CHECK(tlmoe::model::generation_start(cfg) == "eos");
+  CHECK(start(cfg) == 2);
+  cfg.model.decoder_start = "bos";
+  CHECK(start(cfg) == 0);  // "train" follows the training token
+  cfg.model.decoder_start = "eos";
+  cfg.reference_compat = true;
+  CHECK(start(cfg) == 0);  // the reference: trained with </s>, generates from <s>
+  cfg.explicit_keys.insert("eval.decoder_start");
+  CHECK(start(cfg) == 2);  // an explicit "train" wins over reference_compat
+  cfg.eval.decoder_start = "bos";
+  cfg.reference_compat = false;
+  CHECK(start(cfg) == 0);
+  CHECK_THAT(tlmoe::model::describe_generation(cfg), Catch::Contains("decoder start <s>"));
 }

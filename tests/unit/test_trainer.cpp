@@ -218,6 +218,47 @@ TEST_CASE("checkpoints of tlmoe before the reference's router names load as the 
   }
 }
 
+TEST_CASE("train.alternate_every: the held side does not move (reference_compat: zeroed gradients, momentum moves it)", "[train]") {
+  auto router_side = [](const std::string& name) {
+    return name.rfind("router.", 0) == 0 || name.rfind("task_table.", 0) == 0;
+  };
+  // how many router-side and backbone tensors differ between two checkpoints
+  auto changed = [&](const fs::path& a, const fs::path& b) {
+    auto x = tlmoe::io::load_safetensors(a / "model.safetensors"), y = tlmoe::io::load_safetensors(b / "model.safetensors");
+    std::pair<int, int> n{0, 0};
+    for (const auto& name : x.names) {
+      if (torch::equal(x.tensors.at(name), y.tensors.at(name))) continue;
+      (router_side(name) ? n.first : n.second) += 1;
+    }
+    return n;
+  };
+  for (const bool compat : {false, true}) {
+    DYNAMIC_SECTION("reference_compat " << compat) {
+      Tiny t;
+      auto cfg = t.config();
+      cfg.train.alternate_every = 1;  // step 1 holds the router, 2 the backbone, 3 the router
+      cfg.train.tensorboard = false;
+      cfg.train.warmup_ratio = 0;
+      cfg.reference_compat = compat;
+      const fs::path r = t.dir / "r";
+      run(cfg, r, false, 1);
+      fs::copy(r / "last", t.dir / "s1", fs::copy_options::recursive);
+      run(cfg, r, true, 1);
+      fs::copy(r / "last", t.dir / "s2", fs::copy_options::recursive);
+      run(cfg, r, true, 1);
+      const auto step2 = changed(t.dir / "s1", t.dir / "s2"), step3 = changed(t.dir / "s2", r / "last");
+      CHECK(step2.first > 0);   // step 2 trains the router and the task table
+      CHECK(step3.second > 0);  // step 3 trains the backbone
+      if (!compat) {
+        CHECK(step2.second == 0);  // ... with the backbone held still
+        CHECK(step3.first == 0);   // ... with the router and task table held still
+      } else {
+        CHECK(step2.second > 0);  // zeroed gradients: step 1's momentum (and decay) still moves the backbone
+      }
+    }
+  }
+}
+
 TEST_CASE("train: existing runs, mismatched and damaged checkpoints are refused", "[train]") {
   Tiny t;
   auto cfg = t.config();
