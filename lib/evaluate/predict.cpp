@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
 #include <numeric>
 
 #include "common/strings.h"
@@ -20,6 +22,7 @@ model::GenerationOptions generation_options(const Config& cfg, int64_t bos, int6
   g.current_beam_search = cfg.eval.semantics == "current";
   g.decoder_start_id = model::generation_start(cfg) == "eos" ? eos : bos;
   g.forced_bos_id = cfg.eval.forced_bos ? bos : -1;
+  g.reference_sparse_positions = cfg.reference_compat;
   g.forced_eos_id = cfg.eval.forced_eos ? eos : -1;
   g.eos_id = eos;
   g.pad_id = pad;
@@ -33,8 +36,63 @@ metrics::MetricOptions metric_options(const Config& cfg) {
   return mo;
 }
 
+namespace {
+
+// The drawn route of one task as the reference's generation runs it: soft gumbel weights become
+// their argmax expert alone, weight 1, hard (the reference decodes gumbel modes sparsely).
+std::vector<model::LayerRoute> argmax_routes(const std::vector<model::LayerRoute>& routes) {
+  std::vector<model::LayerRoute> out;
+  for (const auto& r : routes) {
+    auto idx = r.weights.argmax(-1, /*keepdim=*/true);                         // [1,1]
+    out.push_back({torch::zeros_like(r.weights).scatter_(1, idx, 1.0), idx, true});
+  }
+  return out;
+}
+
+// reference_compat with Gumbel noise at evaluation: one draw per task for the RouteFn's lifetime
+// (one evaluation), shared by all of the task's examples and beams, as the reference draws one
+// route per task and prediction call.
+RouteFn per_task_draws(model::TLMoEModel m, double tau, std::shared_ptr<at::Generator> gen) {
+  auto drawn = std::make_shared<std::map<int64_t, std::vector<model::LayerRoute>>>();
+  const bool soft = m->policy().selection == "gumbel";
+  return [m, tau, gen, drawn, soft](const torch::Tensor& task_ids) mutable {
+    const auto ids = task_ids.to(torch::kCPU).contiguous();
+    const int64_t B = ids.size(0);
+    std::vector<const std::vector<model::LayerRoute>*> rows;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t t = ids.data_ptr<int64_t>()[b];
+      auto it = drawn->find(t);
+      if (it == drawn->end()) {
+        model::RouteContext ctx;
+        ctx.training = false;
+        ctx.tau = tau;
+        ctx.gen = *gen;
+        auto r = m->routes(task_ids.narrow(0, b, 1), ctx);
+        it = drawn->emplace(t, soft ? argmax_routes(r) : r).first;
+      }
+      rows.push_back(&it->second);
+    }
+    std::vector<model::LayerRoute> out;
+    const size_t L = rows.empty() ? 0 : rows[0]->size();
+    for (size_t l = 0; l < L; ++l) {
+      std::vector<torch::Tensor> w, idx;
+      for (const auto* r : rows) {
+        w.push_back((*r)[l].weights);
+        if ((*r)[l].indices.defined()) idx.push_back((*r)[l].indices);
+      }
+      out.push_back({torch::cat(w, 0), idx.size() == rows.size() ? torch::cat(idx, 0) : torch::Tensor(), (*rows[0])[l].sparse});
+    }
+    return out;
+  };
+}
+
+}  // namespace
+
 RouteFn model_routes(model::TLMoEModel m, double tau, uint64_t seed) {
   auto gen = std::make_shared<at::Generator>(at::make_generator<at::CPUGeneratorImpl>(seed));
+  const auto& p = m->policy();
+  if (p.reference_compat && p.sample_at_eval && p.baseline == "none" && (p.selection == "gumbel" || p.selection == "gumbel_st"))
+    return per_task_draws(m, tau, gen);
   return [m, tau, gen](const torch::Tensor& task_ids) mutable {
     model::RouteContext ctx;
     ctx.training = false;

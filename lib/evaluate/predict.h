@@ -33,6 +33,8 @@ using RouteFn = std::function<std::vector<model::LayerRoute>(const torch::Tensor
 
 // Eval-mode routes of the model's own router or baseline at temperature tau (deterministic:
 // argmax for gumbel selections, docs/method.md §13.3; a seeded generator for random baselines).
+// A model whose policy samples at evaluation under reference_compat draws one route per task for
+// the RouteFn's lifetime (soft gumbel: its argmax expert, weight 1, sparse), as the reference.
 RouteFn model_routes(model::TLMoEModel m, double tau, uint64_t seed);
 
 // Decodes every example (batches of similar input length), returns the decoded texts in input

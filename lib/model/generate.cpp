@@ -35,7 +35,10 @@ void process_scores(torch::Tensor& scores, const std::vector<std::vector<int64_t
 // Log-probabilities (or logits) of the next token for every row: [N,V] float32.
 class NextToken {
  public:
-  NextToken(Seq2SeqImpl& m, const GroupInputs& in, bool use_cache) : m_(m), in_(in), use_cache_(use_cache) {}
+  NextToken(Seq2SeqImpl& m, const GroupInputs& in, const GenerationOptions& o) : m_(m), in_(in), use_cache_(o.use_cache) {
+    const bool sparse = std::any_of(in.routes.begin(), in.routes.end(), [](const LayerRoute& r) { return r.sparse; });
+    if (o.reference_sparse_positions && sparse) cache_.frozen_position = m.options().layer.d_model / m.options().layer.heads;
+  }
 
   torch::Tensor operator()(const std::vector<std::vector<int64_t>>& seqs) {
     const int64_t N = static_cast<int64_t>(seqs.size());
@@ -66,7 +69,7 @@ std::vector<std::vector<int64_t>> greedy(Seq2SeqImpl& m, const GroupInputs& in, 
   const int64_t N = in.enc.size(0);
   std::vector<std::vector<int64_t>> seqs(N, std::vector<int64_t>{o.decoder_start_id});
   std::vector<bool> running(N, true);
-  NextToken next(m, in, o.use_cache);
+  NextToken next(m, in, o);
   for (int64_t cur_len = 1; cur_len < o.max_len; ++cur_len) {
     auto scores = next(seqs);                  // [N,V]
     process_scores(scores, seqs, cur_len, o);
@@ -156,7 +159,7 @@ std::vector<std::vector<int64_t>> beam_search(Seq2SeqImpl& m, const GroupInputs&
   beam_scores = beam_scores.view({N});
   std::vector<Hypotheses> hyps(B, Hypotheses(nb, o.length_penalty, o.early_stopping));
   std::vector<bool> done(B, false);
-  NextToken next(m, x, o.use_cache);
+  NextToken next(m, x, o);
 
   for (int64_t cur_len = 1; cur_len < o.max_len; ++cur_len) {
     auto logits = next(seqs);                                            // [N,V]

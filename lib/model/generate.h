@@ -45,6 +45,10 @@ struct GenerationOptions {
   int64_t eos_id = 2;
   int64_t pad_id = 1;
   bool use_cache = true;          // false: recompute the whole prefix every step (a test reference)
+  // The reference's sparse decoding (reference_compat): with hard routes, every step after the
+  // first embeds its token at position d_model / heads (the cache's head dimension, which the
+  // reference reads as the past length) instead of its own (docs/method.md §13.2)
+  bool reference_sparse_positions = false;
   bool greedy_for_one_beam = true; // num_beams = 1 runs greedy search; false: beam search with one
                                    // beam (the same result by construction; a test reference)
 };

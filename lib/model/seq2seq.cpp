@@ -252,7 +252,8 @@ torch::Tensor Seq2SeqImpl::decode_cached(const torch::Tensor& decoder_input_ids,
   auto& dec = model->decoder;
   if (cache.layers.empty()) cache.layers.resize(o_.decoder_layers);
   auto mask = input_mask.to(torch::kBool).view({input_mask.size(0), 1, 1, input_mask.size(1)});  // [B,1,1,S]
-  auto h = embed(decoder_input_ids, dec, cache.past_len);
+  const int64_t position = cache.frozen_position >= 0 && cache.past_len > 0 ? cache.frozen_position : cache.past_len;
+  auto h = embed(decoder_input_ids, dec, position);
   for (int64_t i = 0; i < o_.decoder_layers; ++i) {
     auto& caches = cache.layers[i];
     if (dec->is_routed(i)) {

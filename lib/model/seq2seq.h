@@ -48,6 +48,10 @@ struct LayerRoute {
 struct DecoderCache {
   std::vector<std::vector<DecoderLayerCache>> layers;  // [decoder layer][expert]
   int64_t past_len = 0;                                // positions decoded so far
+  // >= 0: every step after the first embeds its token at this position instead of past_len (the
+  // reference's sparse decoding reads the past length off the cache's head dimension;
+  // reference_compat reproduces it, docs/method.md §13.2)
+  int64_t frozen_position = -1;
   // Row i of the new batch continues row idx[i] of the old one (idx [B] int64). Cross-attention
   // caches are reordered only when `cross` (beam search keeps rows within one example, whose
   // encoder states are identical).

@@ -229,3 +229,48 @@ TEST_CASE("generation with no-repeat-ngram never repeats an n-gram", "[generate]
     }
   }
 }
+
+TEST_CASE("reference_sparse_positions: after the first step, tokens sit at position d_model / heads", "[generate]") {
+  // The reference reads the past length off the sparse cache's head dimension (here 16 / 4 = 4).
+  // Reference: the same model whose decoder position rows for positions >= 1 all hold the row of
+  // position 4, generating without the flag: it sees exactly what the flagged model sees.
+  auto m = random_model(3, 41);
+  auto in = random_inputs(3, 6, 42);
+  auto ref = random_model(3, 41);
+  {
+    torch::NoGradGuard ng;
+    auto& table = ref->model->decoder->embed_positions->weight;  // row = position + 2
+    const int64_t hd = 16 / 4;
+    for (int64_t row = 3; row < table.size(0); ++row) table[row].copy_(table[hd + 2]);
+  }
+  for (int64_t beams : {1, 3}) {
+    INFO("beams " << beams);
+    auto g = opts(beams);
+    g.reference_sparse_positions = true;
+    const auto bugged = generate(*m, in.ids, in.mask, hard_routes(4, 3, 3, true), g);
+    g.reference_sparse_positions = false;
+    CHECK(bugged == generate(*ref, in.ids, in.mask, hard_routes(4, 3, 3, true), g));
+    // dense routes: the reference's dense cache has the right length, nothing changes
+    g.reference_sparse_positions = true;
+    const auto dense = generate(*m, in.ids, in.mask, hard_routes(4, 3, 3, false), g);
+    g.reference_sparse_positions = false;
+    CHECK(dense == generate(*m, in.ids, in.mask, hard_routes(4, 3, 3, false), g));
+  }
+  // step by step: the frozen position's logits are the reference model's, and not the plain ones
+  torch::NoGradGuard ng;
+  const auto routes = hard_routes(4, 1, 3, true);  // cached sparse decoding: one route per batch
+  in = random_inputs(1, 6, 43);
+  auto dec = torch::randint(3, 29, {1, 5}, torch::kLong);
+  auto enc = m->encode(in.ids, in.mask, routes), enc_ref = ref->encode(in.ids, in.mask, routes);
+  DecoderCache frozen, plain_ref, plain;
+  frozen.frozen_position = 4;
+  for (int64_t t = 0; t < 5; ++t) {
+    INFO("step " << t);
+    auto ids = dec.slice(1, t, t + 1);
+    auto a = m->lm_logits(m->decode_cached(ids, enc, in.mask, routes, frozen));
+    auto b = ref->lm_logits(ref->decode_cached(ids, enc_ref, in.mask, routes, plain_ref));
+    auto c = m->lm_logits(m->decode_cached(ids, enc, in.mask, routes, plain));
+    CHECK(torch::allclose(a, b, 1e-5, 1e-5));
+    if (t >= 2) CHECK_FALSE(torch::allclose(a, c, 1e-5, 1e-5));  // step 1 is at position 1 vs 4: differs too
+  }
+}

@@ -15,6 +15,9 @@
 #include "common/error.h"
 #include "model/router.h"
 #include "model/selection.h"
+#include "model/tlmoe_model.h"
+#include "evaluate/predict.h"
+#include "model_util.h"
 
 using namespace tlmoe::model;
 
@@ -644,4 +647,63 @@ TEST_CASE("route entropy per layer", "[routing]") {
   const double h11 = -(0.7 * std::log(0.7) + 3 * 0.1 * std::log(0.1));
   CHECK(h[0].item<double>() == Approx(0.5 * std::log(4.0)).epsilon(1e-6));
   CHECK(h[1].item<double>() == Approx(0.5 * (std::log(2.0) + h11)).epsilon(1e-6));
+}
+
+// ---- evaluation routes under reference_compat ---------------------------------------------
+
+TEST_CASE("reference_compat evaluation: one Gumbel draw per task, soft gumbel decodes its argmax expert", "[routing]") {
+  auto make = [](const std::string& selection, bool compat) {
+    torch::manual_seed(17);
+    RouterOptions r;
+    r.kind = "linear_layer_specific";
+    r.d_in = 8;
+    r.hidden = 8;
+    r.layers = 4;
+    r.experts = 3;
+    RoutingPolicy p;
+    p.selection = selection;
+    p.sample_at_eval = true;  // Gumbel noise at evaluation (reference_compat turns it on)
+    p.reference_compat = compat;
+    auto m = TLMoEModel(tlmoe::test::small_model_options({}), r, p, 2);
+    m->eval();
+    return m;
+  };
+  torch::NoGradGuard ng;
+  auto ids = torch::tensor(std::vector<int64_t>(40, 0));
+  ids[7] = 1;
+  ids[30] = 1;
+  auto rows_equal = [](const std::vector<LayerRoute>& r, int64_t a, int64_t b) {
+    for (const auto& l : r)
+      if (!torch::equal(l.weights[a], l.weights[b])) return false;
+    return true;
+  };
+  {
+    auto fn = tlmoe::evaluate::model_routes(make("gumbel_st", true), 3.0, 5);
+    const auto r = fn(ids);
+    for (int64_t b = 1; b < 40; ++b)
+      if (b != 7 && b != 30) CHECK(rows_equal(r, 0, b));  // task 0: one draw for all of its rows
+    CHECK(rows_equal(r, 7, 30));
+    const auto again = fn(torch::tensor({0, 1}));  // later calls of the same evaluation reuse the draws
+    for (size_t l = 0; l < r.size(); ++l) {
+      CHECK(torch::equal(again[l].weights[0], r[l].weights[0]));
+      CHECK(torch::equal(again[l].weights[1], r[l].weights[7]));
+    }
+  }
+  {
+    // without reference_compat every example draws its own route: 40 draws at tau 3 are not all equal
+    const auto r = tlmoe::evaluate::model_routes(make("gumbel_st", false), 3.0, 5)(ids);
+    bool all_same = true;
+    for (int64_t b = 1; b < 40; ++b)
+      if (b != 7 && b != 30) all_same = all_same && rows_equal(r, 0, b);
+    CHECK_FALSE(all_same);
+  }
+  {
+    // soft gumbel: the drawn weights' argmax expert alone, weight 1, decoded sparsely
+    const auto r = tlmoe::evaluate::model_routes(make("gumbel", true), 3.0, 5)(ids);
+    for (const auto& l : r) {
+      CHECK(l.sparse);
+      CHECK(is_one_hot(l.weights.unsqueeze(0)));
+      CHECK(torch::equal(l.indices.squeeze(1), l.weights.argmax(-1)));
+    }
+  }
 }
