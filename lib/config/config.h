@@ -79,6 +79,7 @@ struct RoutingConfig {
 
 struct TaskRepConfig {
   std::string kind;               // learned | textemb | fisher
+  std::string textemb_variant;    // encoder_mean | reference
   std::int64_t dim;
   std::string path;               // task-representation file; "" = {cache_dir}/taskrep.bin
   bool freeze;

@@ -340,6 +340,9 @@ void declare_training(Declarer& d) {
   d.add<S>("task_rep.kind", TLMOE_GET(task_rep.kind), "learned", mdl,
            "Router input per task: learned table, textemb (mean encoder states), fisher (adapter Fisher + PCA).",
            one_of({"learned", "textemb", "fisher"}));
+  d.add<S>("task_rep.textemb_variant", TLMOE_GET(task_rep.textemb_variant), "encoder_mean", "preprocess",
+           "textemb: encoder_mean = the encoder's states averaged over real tokens (tlmoe); reference = the decoder's states on the shifted input averaged over every position of batches of 8, pads included, as the reference computes it (the default with reference_compat) (docs/method.md §13.14).",
+           one_of({"encoder_mean", "reference"}));
   d.add<I>("task_rep.dim", TLMOE_GET(task_rep.dim), 768, mdl, "Task representation size d_in.", range(1, 1 << 20));
   d.add<S>("task_rep.path", TLMOE_GET(task_rep.path), "", mdl,
            "Task-representation file written by preprocess. Empty: {cache_dir}/taskrep/<kind>.safetensors.");

@@ -92,6 +92,32 @@ torch::Tensor textemb(model::TLMoEModel& m, const std::vector<data::Example>& ex
   return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
 }
 
+}  // namespace
+
+torch::Tensor textemb_reference(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
+  torch::NoGradGuard g;
+  m->eval();
+  const int64_t D = m->options().layer.d_model;
+  auto sum = torch::zeros({D}, torch::kDouble);
+  for (size_t i = 0; i < ex.size(); i += 8) {
+    std::vector<const data::Example*> b;
+    for (size_t j = i; j < std::min(ex.size(), i + 8); ++j) b.push_back(&ex[j]);
+    data::Batch batch = data::collate(b, std::vector<size_t>(b.size(), 0), pad, start);  // trimmed to its longest input
+    model::RouteContext ctx;
+    const auto routes = m->routes(batch.task_ids, ctx);
+    auto enc = m->encode(batch.input_ids, batch.input_mask, routes);
+    // the input shifted right behind the start token, pads and all, as the decoder's input
+    auto shifted = torch::cat({torch::full({batch.input_ids.size(0), 1}, start, batch.input_ids.options()),
+                               batch.input_ids.slice(1, 0, batch.input_ids.size(1) - 1)},
+                              1);
+    auto h = m->decode(shifted, enc, batch.input_mask, routes);  // [B,S,D]
+    sum += h.mean(1).to(torch::kDouble).sum(0);                  // every position, pads included
+  }
+  return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
+}
+
+namespace {
+
 torch::Tensor fisher(model::TLMoEModel& m, const std::vector<data::Example>& ex, const Config& cfg, int64_t pad,
                      int64_t start) {
   std::vector<ParamGroup> groups(1);
@@ -166,6 +192,7 @@ RepInputs rep_inputs(const Config& cfg, const json& man, const json& meta) {
   std::ostringstream keysrc;
   keysrc << "kind=" << kind << ";dim=" << cfg.task_rep.dim << ";tokenizer=" << tok.at("fingerprint").get<std::string>()
          << ";meta=" << io::fnv1a64_hex(meta.dump());
+  if (kind == "textemb" && textemb_variant(cfg) == "reference") keysrc << ";variant=reference";
   if (kind == "fisher")
     keysrc << ";adapter=" << cfg.task_rep.fisher_adapter_dim << ";steps=" << cfg.task_rep.fisher_steps
            << ";lr=" << cfg.task_rep.fisher_lr << ";bsz=" << cfg.task_rep.fisher_batch_size
@@ -244,7 +271,7 @@ torch::Tensor raw_vectors(const Config& cfg, const Config& scfg, const json& tok
     auto ex = load_examples(tasks[i].files);
     if (ex.empty()) throw DataError(tasks[i].files.front().string(), 0, "no examples");
     if (kind == "textemb") {
-      raw.push_back(textemb(base, ex, pad, start));
+      raw.push_back(textemb_variant(cfg) == "reference" ? textemb_reference(base, ex, pad, start) : textemb(base, ex, pad, start));
     } else {
       torch::AutoGradMode on(true);
       torch::manual_seed(static_cast<uint64_t>(cfg.train.seed) + i);
@@ -326,6 +353,11 @@ data::TaskRepFile project(const Config& cfg, const torch::Tensor& R, const std::
 }
 
 }  // namespace
+
+std::string textemb_variant(const Config& cfg) {
+  if (cfg.reference_compat && !cfg.is_explicit("task_rep.textemb_variant")) return "reference";
+  return cfg.task_rep.textemb_variant;
+}
 
 TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
   const std::string& kind = cfg.task_rep.kind;

@@ -23,6 +23,8 @@
 #include <ostream>
 
 #include "config/config.h"
+#include "data/batching.h"
+#include "model/tlmoe_model.h"
 
 namespace tlmoe::train {
 
@@ -32,6 +34,16 @@ struct TaskRepReport {
   int64_t tasks = 0, raw_dim = 0, dim = 0;
   double explained_variance = 1.0;  // of the PCA on upstream tasks (1 when not projected)
 };
+
+// The reference's TextEmb of one task (task_rep.textemb_variant: reference, docs/method.md §13.14):
+// batches of 8 examples in order, each trimmed to its longest input; the decoder reads the input
+// shifted right behind `start` (pads included, no padding mask) over the encoder's states; its last
+// states are averaged over every position, pads included, and those vectors over the examples.
+torch::Tensor textemb_reference(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start);
+
+// "encoder_mean" or "reference": task_rep.textemb_variant, "reference" under reference_compat
+// when the key is not set.
+std::string textemb_variant(const Config& cfg);
 
 // Requires the preprocess manifest (run data::preprocess first). Throws ConfigError for a
 // missing source checkpoint or impossible dimensions, DataError for a mismatched checkpoint.
