@@ -271,6 +271,7 @@ void Sweep::resume() {
                {"seed", cfg_.adapt.seed},
                {"num_beams", cfg_.eval.num_beams},
                {"max_len", cfg_.eval.max_len}};
+  if (lead_) lock_.emplace(out_, *log_);  // one sweep writes this folder at a time (creates it)
   fs::create_directories(out_);
   sweep_file_ = out_ / "sweep.json";
   progress_file_ = out_ / "progress.jsonl";

@@ -29,6 +29,7 @@
 #include "adapt/adapt.h"
 #include "data/task_meta.h"
 #include "evaluate/predict.h"
+#include "io/dir_lock.h"
 #include "model/tlmoe_model.h"
 #include "text/tokenizer.h"
 #include "train/dist.h"
@@ -147,6 +148,7 @@ class Sweep {
   bool lead_ = true;  // writes sweep.json, progress.jsonl, results.csv, summary.json
   std::ostream silent_{nullptr};
   std::ostream* log_ = nullptr;
+  std::optional<io::DirLock> lock_;
   // data
   nlohmann::json man_;
   std::string manifest_path_;

@@ -16,6 +16,7 @@
 #include "data/preprocess.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "io/dir_lock.h"
 #include "kernels/device.h"
 #include "analysis/route_table.h"
 #include "metrics/health.h"
@@ -124,6 +125,7 @@ class Run {
 
   const TrainOptions& opts_;
   const Config& cfg_;
+  std::optional<io::DirLock> lock_;  // one writer per run directory (rank 0 holds it); released last
   const json hf_source_;  // the Hugging Face model the run starts from (meta.json's hf_source), or null
   fs::path run_;
   // processes
@@ -247,7 +249,7 @@ void Run::check_run_dir() {
     if (!traces) throw UsageError("--resume: no checkpoint at " + (run_ / "last").string());
     fresh_start_ = true;  // nothing was saved: --resume starts it over from step 0
   }
-  fs::create_directories(run_);
+  if (opts_.launch.rank == 0) lock_.emplace(run_, opts_.log ? *opts_.log : std::cerr);  // creates run_
 }
 
 // Every rank has passed the run-directory checks before the rendezvous lets rank 0 on.

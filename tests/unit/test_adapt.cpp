@@ -5,11 +5,13 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/dir_lock.h"
 #include "common/error.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -198,6 +200,16 @@ TEST_CASE("adapt refuses bad input before fine-tuning", "[adapt]") {
     fs::remove(t.dir / "data/second/second_4_21_test.tsv");
     CHECK_THROWS_WITH(adapt(cfg, ck, t.dir / "z"), Catch::Contains("second_4_21_test.tsv"));
   }
+}
+
+TEST_CASE("adapt: a sweep folder held by a live process is refused before anything is written", "[adapt]") {
+  Tiny t;
+  train_dense_source(t);
+  tlmoe::test::write_text(t.dir / "ad/.tlmoe.lock", std::to_string(::getpid()) + " " + tlmoe::io::host_name() + "\n");
+  CHECK_THROWS_WITH(adapt(adapt_config(t), (t.dir / "dense/last").string(), t.dir / "ad"),
+                    Catch::Contains("in use by process " + std::to_string(::getpid())));
+  CHECK_FALSE(fs::exists(t.dir / "ad/sweep.json"));
+  fs::remove(t.dir / "ad/.tlmoe.lock");
 }
 
 TEST_CASE("squeeze builds a dense model with the routed model's logits", "[adapt]") {

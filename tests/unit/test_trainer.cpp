@@ -1,6 +1,9 @@
 // Upstream training end to end on a tiny hand-made dataset: the loss falls, an interrupted run
 // resumes bit-exactly, checkpoints are checked, and the stage-2 / dense-init paths copy what
 // they should.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
@@ -21,6 +24,7 @@
 #include "test_util.h"
 #include "tiny_data.h"
 #include "io/checkpoint.h"
+#include "io/dir_lock.h"
 #include "data/preprocess.h"
 #include "data/task_rep.h"
 #include "data/token_cache.h"
@@ -546,4 +550,39 @@ TEST_CASE("the progress line shows the temperature only for a routed model", "[t
     CHECK(log.str().find("train 2/2") != std::string::npos);
     CHECK((log.str().find("τ") != std::string::npos) == (experts > 1));
   }
+}
+
+TEST_CASE("one writer per run directory: a live holder's lock refuses, a dead one's is taken over", "[train]") {
+  Tiny t;
+  auto cfg = t.config();
+  cfg.train.steps = 2;
+  cfg.train.tensorboard = false;
+  const fs::path r = t.dir / "r";
+  // a live holder: this very process, on this host (another tlmoe train running there)
+  write_text(r / ".tlmoe.lock", std::to_string(::getpid()) + " " + tlmoe::io::host_name() + "\n");
+  try {
+    run(cfg, r);
+    FAIL("a locked run directory was written");
+  } catch (const tlmoe::UsageError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("in use by process " + std::to_string(::getpid())) &&
+                             Catch::Contains(tlmoe::io::host_name()));
+  }
+  CHECK_FALSE(fs::exists(r / "metrics.jsonl"));  // nothing written
+  // another host's lock cannot be checked: refused, naming the file to remove
+  write_text(r / ".tlmoe.lock", "12345 some-other-host\n");
+  CHECK_THROWS_WITH(run(cfg, r), Catch::Contains("some-other-host") && Catch::Contains(".tlmoe.lock"));
+  // a process of this host that is gone: a child that has exited and been reaped
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  write_text(r / ".tlmoe.lock", std::to_string(child) + " " + tlmoe::io::host_name() + "\n");
+  std::ostringstream log;
+  tlmoe::train::TrainOptions o;
+  o.cfg = cfg;
+  o.run_dir = r.string();
+  o.log = &log;
+  o.plain_progress = true;
+  CHECK(tlmoe::train::train(o).step == 2);
+  CHECK_THAT(log.str(), Catch::Contains("taking over") && Catch::Contains(std::to_string(child)));
+  CHECK_FALSE(fs::exists(r / ".tlmoe.lock"));  // released at the end
 }
