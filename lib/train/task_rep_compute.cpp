@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -74,35 +75,34 @@ void load_backbone(model::TLMoEModelImpl& m, const std::map<std::string, torch::
   for (auto& b : m.named_buffers(true)) copy(b.key(), b.value());
 }
 
-torch::Tensor textemb(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
+// The mean over the examples of per-example vectors [B,D] that `per_batch` computes on batches of
+// `size` examples in order (each collated: trimmed to its longest input), in eval mode.
+torch::Tensor mean_over_batches(model::TLMoEModel& m, const std::vector<data::Example>& ex, size_t size, int64_t pad,
+                                int64_t start, const std::function<torch::Tensor(const data::Batch&)>& per_batch) {
   torch::NoGradGuard g;
   m->eval();
-  const int64_t D = m->options().layer.d_model;
-  auto sum = torch::zeros({D}, torch::kDouble);
-  for (size_t i = 0; i < ex.size(); i += 16) {
+  auto sum = torch::zeros({m->options().layer.d_model}, torch::kDouble);
+  for (size_t i = 0; i < ex.size(); i += size) {
     std::vector<const data::Example*> b;
-    for (size_t j = i; j < std::min(ex.size(), i + 16); ++j) b.push_back(&ex[j]);
-    data::Batch batch = data::collate(b, std::vector<size_t>(b.size(), 0), pad, start);
+    for (size_t j = i; j < std::min(ex.size(), i + size); ++j) b.push_back(&ex[j]);
+    sum += per_batch(data::collate(b, std::vector<size_t>(b.size(), 0), pad, start)).to(torch::kDouble).sum(0);
+  }
+  return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
+}
+
+torch::Tensor textemb(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
+  return mean_over_batches(m, ex, 16, pad, start, [&](const data::Batch& batch) {
     model::RouteContext ctx;
     auto h = m->encode(batch.input_ids, batch.input_mask, m->routes(batch.task_ids, ctx));  // [B,S,D]
     auto mask = batch.input_mask.unsqueeze(-1).to(h.scalar_type());
-    auto mean = (h * mask).sum(1) / mask.sum(1);  // [B,D]
-    sum += mean.to(torch::kDouble).sum(0);
-  }
-  return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
+    return (h * mask).sum(1) / mask.sum(1);  // [B,D]: the mean over real tokens
+  });
 }
 
 }  // namespace
 
 torch::Tensor textemb_reference(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
-  torch::NoGradGuard g;
-  m->eval();
-  const int64_t D = m->options().layer.d_model;
-  auto sum = torch::zeros({D}, torch::kDouble);
-  for (size_t i = 0; i < ex.size(); i += 8) {
-    std::vector<const data::Example*> b;
-    for (size_t j = i; j < std::min(ex.size(), i + 8); ++j) b.push_back(&ex[j]);
-    data::Batch batch = data::collate(b, std::vector<size_t>(b.size(), 0), pad, start);  // trimmed to its longest input
+  return mean_over_batches(m, ex, 8, pad, start, [&](const data::Batch& batch) {
     model::RouteContext ctx;
     const auto routes = m->routes(batch.task_ids, ctx);
     auto enc = m->encode(batch.input_ids, batch.input_mask, routes);
@@ -110,10 +110,8 @@ torch::Tensor textemb_reference(model::TLMoEModel& m, const std::vector<data::Ex
     auto shifted = torch::cat({torch::full({batch.input_ids.size(0), 1}, start, batch.input_ids.options()),
                                batch.input_ids.slice(1, 0, batch.input_ids.size(1) - 1)},
                               1);
-    auto h = m->decode(shifted, enc, batch.input_mask, routes);  // [B,S,D]
-    sum += h.mean(1).to(torch::kDouble).sum(0);                  // every position, pads included
-  }
-  return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
+    return m->decode(shifted, enc, batch.input_mask, routes).mean(1);  // [B,D]: every position, pads included
+  });
 }
 
 namespace {
