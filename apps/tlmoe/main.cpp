@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
               << ": " << c.message() << "\n";
     return users ? 2 : 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << tlmoe::without_stack_frames(e.what()) << "\n";
     return 1;
   }
   return 0;

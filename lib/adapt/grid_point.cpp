@@ -72,9 +72,10 @@ void Sweep::enter_split(const Point& pt) {
   const SplitFiles& s = p.splits[pt.split];
   cur_split_ = pt.split;
   const int64_t tid = std::max<int64_t>(p.id, 0);
-  train_set_ = evaluate::load_eval_set(cache_, *s.train, p.name, tid, p.metric);
-  dev_set_ = evaluate::load_eval_set(cache_, *s.dev, p.name, tid, p.metric);
-  test_set_ = evaluate::load_eval_set(cache_, *s.test, p.name, tid, p.metric);
+  const int64_t V = man_.at("tokenizer").at("vocab_size").get<int64_t>();
+  train_set_ = evaluate::load_eval_set(cache_, *s.train, p.name, tid, p.metric, V);
+  dev_set_ = evaluate::load_eval_set(cache_, *s.dev, p.name, tid, p.metric, V);
+  test_set_ = evaluate::load_eval_set(cache_, *s.test, p.name, tid, p.metric, V);
   if (train_set_.examples.empty()) throw DataError(s.train->at("source").get<std::string>(), 0, "no examples");
 }
 
@@ -130,7 +131,7 @@ json Sweep::run_point(const Point& pt) {
   const evaluate::RouteFn eval_routes = dynamic_ ? evaluate::model_routes(work_, st_.tau, bo.seed) : fixed_routes;
 
   double best_dev = -INFINITY;
-  int64_t best_step = 0;
+  int64_t best_step = 0, diverged_at = 0;
   State best;
   json curve = json::array();
   std::unique_ptr<tensorboard::EventWriter> board = point_board(pt);
@@ -159,9 +160,13 @@ json Sweep::run_point(const Point& pt) {
     }
     auto r = train::label_smoothed_nll(logits, b.target_ids, lo_);  // fp32
     const double loss = r.loss.item<double>();
-    if (!std::isfinite(loss))
-      throw std::runtime_error("adapt: non-finite loss for " + p.name + " " + s.prefix + " lr " + fmt(lr, "%g") +
-                               " bsz " + std::to_string(bsz) + " at step " + std::to_string(step));
+    if (!std::isfinite(loss)) {  // this point diverged: it keeps what it had, the sweep goes on
+      diverged_at = step;
+      *log_ << "warning: adapt: non-finite loss for " << p.name << " " << s.prefix << " lr " << fmt(lr, "%g") << " bsz "
+            << bsz << " at step " << step << ": this grid point stops here "
+            << (best.empty() ? "without a dev score" : "with its best dev score so far") << " (\"diverged_at\" in progress.jsonl)\n";
+      break;
+    }
     r.loss.backward();
     train::clip_grad_norm(clip, cfg_.train.clip_norm);
     const double mult = train::linear_warmup_decay(step - 1, cfg_.adapt.warmup_steps, cfg_.adapt.steps);
@@ -190,13 +195,18 @@ json Sweep::run_point(const Point& pt) {
     }
   }
   if (!best.empty()) restore(*work_, best);
-  auto preds = evaluate::predict(*work_, test_set_.examples, eval_routes, *tok_, gen_, cfg_.eval.batch_size, dev_);
-  const evaluate::TaskScore ts = evaluate::score_predictions(test_set_, preds, mo_);
+  evaluate::TaskScore ts;
+  ts.score = NAN;
+  if (!diverged_at || !best.empty()) {
+    auto preds = evaluate::predict(*work_, test_set_.examples, eval_routes, *tok_, gen_, cfg_.eval.batch_size, dev_);
+    ts = evaluate::score_predictions(test_set_, preds, mo_);
+  }
   if (board) board->scalars(best_step, {{"adapt/test_score", ts.score}, {"adapt/best_dev_score", best_dev}});
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return {{"task", p.name},   {"split", s.prefix},  {"seed", s.seed},         {"lr", lr},
           {"batch_size", bsz}, {"best_step", best_step}, {"dev", num(best_dev)}, {"test", num(ts.score)},
-          {"test_unparsable", ts.unparsable}, {"dev_curve", curve}, {"seconds", secs}, {"rank", rank_}};
+          {"test_unparsable", ts.unparsable}, {"dev_curve", curve}, {"seconds", secs}, {"rank", rank_},
+          {"diverged_at", diverged_at ? json(diverged_at) : json(nullptr)}};
 }
 
 }  // namespace tlmoe::adapt::detail

@@ -41,6 +41,7 @@ void Sweep::write_outputs() {
   double sum = 0;
   int64_t n_tasks = 0;
   bool complete = true;
+  json diverged = json::array();  // grid points whose loss became non-finite
   for (const auto& p : plans_) {
     json splits_j = json::object();
     std::vector<double> sel;
@@ -54,6 +55,8 @@ void Sweep::write_outputs() {
             continue;
           }
           const json& j = it->second;
+          if (j.contains("diverged_at") && j["diverged_at"].is_number_integer())
+            diverged.push_back({{"task", p.name}, {"split", s.prefix}, {"lr", lr}, {"batch_size", bsz}, {"step", j["diverged_at"]}});
           rows.push_back({p.name, s.prefix, s.seed, lr, bsz, j.at("best_step").get<int64_t>(), from_num(j.at("dev")),
                           from_num(j.at("test")), false});
         }
@@ -81,10 +84,12 @@ void Sweep::write_outputs() {
                      {"grid", {{"lrs", cfg_.adapt.lrs}, {"batch_sizes", cfg_.adapt.batch_sizes},
                                {"steps", cfg_.adapt.steps}, {"eval_every", cfg_.adapt.eval_every}}},
                      {"upstream_health", upstream_health_}};
+  if (!non_finite_weights_.empty()) result_.summary["non_finite_weights"] = non_finite_weights_;
+  if (!diverged.empty()) result_.summary["diverged_points"] = diverged;
   result_.complete = complete;
   if (!lead_) return;
-  io::write_file_atomic(out_ / "results.csv", results_csv(result_.rows));
-  io::write_file_atomic(out_ / "summary.json", result_.summary.dump(1) + "\n");
+  // both or neither: a full disk leaves the previous pair
+  io::write_files_atomic({{out_ / "results.csv", results_csv(result_.rows)}, {out_ / "summary.json", result_.summary.dump(1) + "\n"}});
 }
 
 }  // namespace tlmoe::adapt::detail

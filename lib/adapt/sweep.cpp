@@ -158,6 +158,8 @@ void Sweep::load_start() {
   const json& tok_info = man_.at("tokenizer");
   if (!opts_.checkpoint.empty()) {
     model::LoadedModel lm = model::load_model(opts_.checkpoint);
+    if (const auto w = model::non_finite_warning(lm, opts_.checkpoint); !w.empty()) *log_ << "warning: " << w << "\n";
+    non_finite_weights_ = lm.non_finite;
     model::use_evaluation_tau(lm, cfg_);
     if (lm.tokenizer_fingerprint != tok_info.at("fingerprint").get<std::string>())
       throw DataError((fs::path(opts_.checkpoint) / "meta.json").string(), 0,

@@ -151,6 +151,7 @@ class Sweep {
   std::optional<io::DirLock> lock_;
   // data
   nlohmann::json man_;
+  std::vector<std::string> non_finite_weights_;  // of the start checkpoint (reported, recorded in summary.json)
   std::string manifest_path_;
   std::filesystem::path cache_;
   std::map<std::string, std::string> metrics_;

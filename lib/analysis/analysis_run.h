@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
@@ -29,6 +30,7 @@
 #include "analysis/route_table.h"
 #include "analysis/stats.h"
 #include "evaluate/checkpoint_eval.h"
+#include "io/atomic_file.h"
 #include "model/load_model.h"
 
 namespace tlmoe::analysis::detail {
@@ -73,6 +75,7 @@ struct TaskMeta {
   std::vector<std::string> partition;  // seen | dev | unseen | "" (not in the split file)
   std::vector<std::string> top, sub;   // "" = uncategorised
   std::string category_source;         // for the report
+  std::vector<std::string> not_in_ontology;  // tasks an existing ontology file does not list (warned)
 };
 TaskMeta task_meta(const Config& cfg, const std::vector<std::string>& tasks, std::ostream& log);
 
@@ -208,7 +211,8 @@ struct Analysis {
   std::vector<std::string> partition, top, sub, shown_cat;
   std::map<std::string, std::size_t> row_of;  // task -> row of t1 / tt
   // outputs
-  Output out;
+  Output out;  // out.dir: the staged folder until run() moves everything into --out
+  std::optional<io::StagingDir> staging;
   std::vector<std::string> exts;
   ojson stats;
   // statistics against the categories

@@ -176,6 +176,8 @@ model::LoadedModel load_checked(const AnalyzeOptions& o) {
   refuse_hf_checkpoint(o.checkpoint);
   if (!o.compare.empty()) refuse_hf_checkpoint(o.compare);
   model::LoadedModel lm = model::load_model(o.checkpoint);
+  if (const auto w = model::non_finite_warning(lm, o.checkpoint); !w.empty())
+    (o.log ? *o.log : std::cerr) << "warning: " << w << "\n";
   model::use_evaluation_tau(lm, o.cfg);
   return lm;
 }
@@ -208,6 +210,8 @@ AnalysisReport Analysis::run() {
   stats["summary"] = summary;
   out.write("stats.json", stats.dump(1) + "\n");
   write_report(summary);
+  staging->merge_into_final();
+  out.dir = o.out_dir;
   AnalysisReport rep;
   rep.stats = stats;
   rep.summary = summary;
@@ -295,8 +299,10 @@ void Analysis::load_routes() {
   }
   for (std::size_t i = 0; i < n; ++i) row_of[t1.tasks[i]] = i;
 
-  out.dir = o.out_dir;
-  fs::create_directories(out.dir);
+  // Every output is written into a staged folder and moved into --out at the end: a failure (a full
+  // disk) leaves no partial analysis there, and the folder's other files are kept.
+  staging.emplace(o.out_dir);
+  out.dir = staging->path();
   exts = figure_extensions(cfg.analysis.formats);
   stats["checkpoint"] = o.checkpoint;
   stats["step"] = lm.step;
@@ -307,6 +313,8 @@ void Analysis::load_routes() {
   stats["tasks"] = {{"total", n}, {"seen", count_part("seen")}, {"dev", count_part("dev")},
                     {"unseen", count_part("unseen")}};
   stats["category_source"] = meta0.category_source;
+  if (!meta0.not_in_ontology.empty()) stats["tasks_not_in_ontology"] = meta0.not_in_ontology;
+  if (!lm.non_finite.empty()) stats["non_finite_weights"] = lm.non_finite;
   stats["upstream_health"] = ojson::parse(metrics::report_upstream_health(o.checkpoint, log).dump());
   log << "analyze-routes: " << n << " tasks, " << rl.names.size() << " routed layers x " << E << " experts, step "
       << lm.step << ", tau " << fmt(lm.tau) << "\n";

@@ -219,12 +219,22 @@ TaskMeta task_meta(const Config& cfg, const std::vector<std::string>& tasks, std
   if (fs::exists(onto_path)) {
     const auto onto = data::load_ontology(onto_path);
     data::print_notes(onto.notes, log);
+    std::vector<std::string> unlisted;
     for (std::size_t i = 0; i < n; ++i)
       if (onto.contains(tasks[i])) {
         meta.top[i] = onto.of(tasks[i]).top;
         meta.sub[i] = onto.of(tasks[i]).sub;
         ++from_ontology;
+      } else {
+        unlisted.push_back(tasks[i]);
       }
+    if (!unlisted.empty()) {
+      const std::size_t shown = std::min<std::size_t>(unlisted.size(), 5);
+      log << "analyze-routes: warning: " << unlisted.size() << " of the checkpoint's tasks are not in "
+          << onto_path.string() << " (" << join(std::vector<std::string>(unlisted.begin(), unlisted.begin() + shown), ", ")
+          << (unlisted.size() > shown ? ", ..." : "") << "): their category comes from tasks.json, if it has one\n";
+    }
+    meta.not_in_ontology = unlisted;
   }
   const fs::path tasks_file = tasks_path(cfg);
   if (fs::exists(tasks_file)) {

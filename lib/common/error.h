@@ -61,4 +61,20 @@ class DataError : public InputError {
   std::size_t line_;
 };
 
+// An internal error's text without the C++ stack frames LibTorch appends to it (lines starting
+// "Exception raised from" or "frame #"): a user sees the message, never the frames.
+inline std::string without_stack_frames(const std::string& what) {
+  std::string out;
+  std::size_t begin = 0;
+  while (begin <= what.size()) {
+    std::size_t end = what.find('\n', begin);
+    if (end == std::string::npos) end = what.size();
+    const std::string line = what.substr(begin, end - begin);
+    if (line.rfind("Exception raised from", 0) != 0 && line.rfind("frame #", 0) != 0 && !line.empty())
+      out += (out.empty() ? "" : "\n") + line;
+    begin = end + 1;
+  }
+  return out;
+}
+
 }  // namespace tlmoe

@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/strings.h"
 #include "config/schema.h"
+#include "io/atomic_file.h"
 
 namespace fs = std::filesystem;
 
@@ -81,6 +82,7 @@ std::string mark_of(const std::string& file, const YAML::Node& node) {
 
 YAML::Node load_yaml_file(const std::string& file) {
   if (!fs::exists(file)) throw ConfigError(file, "", "config file not found");
+  if (const std::string why = io::file_kind_problem(file); !why.empty()) throw ConfigError(file, "", "config file " + why);
   try {
     return YAML::LoadFile(file);
   } catch (const YAML::ParserException& e) {
@@ -93,16 +95,22 @@ YAML::Node load_yaml_file(const std::string& file) {
 // Applies every (key, value) of a YAML mapping to cfg, recursing into sections.
 void apply_mapping(Config& cfg, const YAML::Node& map, const std::string& prefix,
                    const std::string& file) {
+  std::map<std::string, std::string> seen;  // name -> where it was first given
   for (auto it = map.begin(); it != map.end(); ++it) {
+    if (!it->first.IsScalar()) throw ConfigError(mark_of(file, it->first), prefix, "a key must be a plain name");
     const std::string name = it->first.Scalar();
     const std::string key = current_name(prefix.empty() ? name : prefix + "." + name);
     const YAML::Node& value = it->second;
     const std::string where = mark_of(file, it->first);
+    if (auto [first, fresh] = seen.emplace(name, where); !fresh)
+      throw ConfigError(where, prefix.empty() ? name : prefix + "." + name,
+                        "is given twice in one mapping (first at " + first->second + "): remove one");
     if (prefix.empty() && name == "base") continue;  // handled by load_chain
     if (const FieldSpec* f = find_field(key)) {
       if (value.IsNull()) throw ConfigError(where, key, "has no value");
       f->parse(cfg, value, where);
       cfg.explicit_keys.insert(key);
+      cfg.key_origin[key] = where;
     } else if (prefix.empty() && is_section(name)) {
       if (value.IsNull()) continue;  // an empty section is harmless
       if (!value.IsMap()) throw ConfigError(where, key, "is a section: expected a mapping of keys");
@@ -165,11 +173,19 @@ void apply_override(Config& cfg, const std::string& assignment) {
   }
   f->parse(cfg, value, where);
   cfg.explicit_keys.insert(key);
+  cfg.key_origin[key] = where;
 }
 
+// A cross-field check: the error names where `key` was set (file and line, or the --set), when it was.
+// A cross-field check: the error names where `key` was set (file and line, or the --set), or else
+// where the first of the `related` keys it is checked against was set.
 template <class T>
-void check(bool ok, const std::string& key, const T& msg) {
-  if (!ok) throw ConfigError("", key, msg);
+void check(const Config& c, bool ok, const std::string& key, const T& msg, std::initializer_list<const char*> related = {}) {
+  if (ok) return;
+  std::string where = c.origin(key);
+  for (const char* r : related)
+    if (where.empty()) where = c.origin(r);
+  throw ConfigError(where, key, msg);
 }
 
 std::string resolve_under_dir(const Config& cfg, const std::string& value, const std::string& name) {
@@ -216,35 +232,36 @@ void validate(const Config& c) {
   if (c.routing.router == "transformer" || c.routing.router == "transformer_layer_specific") {
     const bool shared = c.routing.router == "transformer";
     const int64_t width = shared ? c.task_rep.dim : c.routing.hidden;
-    check(width % c.routing.transformer_heads == 0, "routing.transformer_heads",
+    check(c, width % c.routing.transformer_heads == 0, "routing.transformer_heads",
           "routing.transformer_heads (" + std::to_string(c.routing.transformer_heads) + ") must divide the " +
               c.routing.router + " router's width, " + (shared ? "task_rep.dim" : "routing.hidden") + " (" +
-              std::to_string(width) + ")");
+              std::to_string(width) + ")",
+          {shared ? "task_rep.dim" : "routing.hidden"});
   }
-  check(c.model.d_model % c.model.heads == 0, "model.heads",
+  check(c, c.model.d_model % c.model.heads == 0, "model.heads",
         "model.heads (" + std::to_string(c.model.heads) + ") must divide model.d_model (" +
-            std::to_string(c.model.d_model) + ")");
-  check(c.routing.top_k <= c.model.experts, "routing.top_k",
+            std::to_string(c.model.d_model) + ")", {"model.d_model"});
+  check(c, c.routing.top_k <= c.model.experts, "routing.top_k",
         "routing.top_k (" + std::to_string(c.routing.top_k) + ") must be <= model.experts (" +
-            std::to_string(c.model.experts) + ")");
-  check(c.routing.tau_min <= c.routing.tau0, "routing.tau_min", "routing.tau_min must be <= routing.tau0");
+            std::to_string(c.model.experts) + ")", {"model.experts"});
+  check(c, c.routing.tau_min <= c.routing.tau0, "routing.tau_min", "routing.tau_min must be <= routing.tau0", {"routing.tau0"});
   if (c.routing.baseline == "task_random")
-    check(c.routing.random_n <= c.model.experts, "routing.random_n",
+    check(c, c.routing.random_n <= c.model.experts, "routing.random_n",
           "routing.random_n (" + std::to_string(c.routing.random_n) + ") must be <= model.experts (" +
-              std::to_string(c.model.experts) + ")");
+              std::to_string(c.model.experts) + ")", {"model.experts"});
   for (auto [list, n, key] : {std::tuple{&c.model.vanilla_encoder_layers, c.model.encoder_layers, "model.vanilla_encoder_layers"},
                               std::tuple{&c.model.vanilla_decoder_layers, c.model.decoder_layers, "model.vanilla_decoder_layers"}}) {
     std::set<std::int64_t> seen;
     for (auto l : *list) {
-      check(l < n, key, "layer index " + std::to_string(l) + " is out of range (the stack has " + std::to_string(n) + " layers)");
-      check(seen.insert(l).second, key, "layer index " + std::to_string(l) + " is listed twice");
+      check(c, l < n, key, "layer index " + std::to_string(l) + " is out of range (the stack has " + std::to_string(n) + " layers)");
+      check(c, seen.insert(l).second, key, "layer index " + std::to_string(l) + " is listed twice");
     }
   }
-  check(c.data.max_input_len <= c.model.max_positions, "data.max_input_len",
-        "data.max_input_len must be <= model.max_positions");
-  check(c.eval.max_len + 1 <= c.model.max_positions, "eval.max_len", "eval.max_len must be < model.max_positions");
-  check(!c.adapt.lrs.empty(), "adapt.lrs", "the learning-rate grid is empty");
-  check(!c.adapt.batch_sizes.empty(), "adapt.batch_sizes", "the batch-size grid is empty");
+  check(c, c.data.max_input_len <= c.model.max_positions, "data.max_input_len",
+        "data.max_input_len must be <= model.max_positions", {"model.max_positions"});
+  check(c, c.eval.max_len + 1 <= c.model.max_positions, "eval.max_len", "eval.max_len must be < model.max_positions", {"model.max_positions"});
+  check(c, !c.adapt.lrs.empty(), "adapt.lrs", "the learning-rate grid is empty");
+  check(c, !c.adapt.batch_sizes.empty(), "adapt.batch_sizes", "the batch-size grid is empty");
   if (c.eval.tau != "checkpoint" && c.eval.tau != "min") {
     std::size_t pos = 0;
     double v = 0;
@@ -253,21 +270,21 @@ void validate(const Config& c) {
     } catch (...) {
       pos = 0;
     }
-    check(pos == c.eval.tau.size() && pos > 0 && v > 0 && std::isfinite(v), "eval.tau",
+    check(c, pos == c.eval.tau.size() && pos > 0 && v > 0 && std::isfinite(v), "eval.tau",
           "expected 'checkpoint', 'min' or a positive number, got '" + c.eval.tau + "'");
   }
   if (c.eval.pearson_fallback != "nan") {
     try {
       std::size_t pos = 0;
       std::stod(c.eval.pearson_fallback, &pos);
-      check(pos == c.eval.pearson_fallback.size(), "eval.pearson_fallback", "expected 'nan' or a number");
+      check(c, pos == c.eval.pearson_fallback.size(), "eval.pearson_fallback", "expected 'nan' or a number");
     } catch (const ConfigError&) {
       throw;
     } catch (...) {
-      throw ConfigError("", "eval.pearson_fallback", "expected 'nan' or a number, got '" + c.eval.pearson_fallback + "'");
+      throw ConfigError(c.origin("eval.pearson_fallback"), "eval.pearson_fallback", "expected 'nan' or a number, got '" + c.eval.pearson_fallback + "'");
     }
   }
-  check(!c.data.dir.empty(), "data.dir", "must not be empty");
+  check(c, !c.data.dir.empty(), "data.dir", "must not be empty");
 }
 
 std::string to_yaml(const Config& cfg) {

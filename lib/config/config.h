@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -78,8 +79,8 @@ struct RoutingConfig {
 };
 
 struct TaskRepConfig {
-  std::string kind;               // learned | textemb | fisher
-  std::string textemb_variant;    // encoder_mean | reference
+  std::string kind;               // learned | textemb | ft_textemb | fisher
+  std::string textemb_variant;    // encoder_mean | reference (textemb and ft_textemb)
   std::int64_t dim;
   std::string path;               // task-representation file; "" = {cache_dir}/taskrep.bin
   bool freeze;
@@ -88,6 +89,10 @@ struct TaskRepConfig {
   std::int64_t fisher_steps;
   double fisher_lr;
   std::int64_t fisher_batch_size;
+  std::int64_t ft_steps;          // ft_textemb: full fine-tuning per task
+  double ft_lr;
+  std::int64_t ft_batch_size;
+  std::string ft_pool;            // mean | bos
 };
 
 struct TrainConfig {
@@ -191,6 +196,13 @@ struct Config {
   // the other keys (docs/method.md §1.6).
   std::set<std::string> explicit_keys;
   bool is_explicit(const std::string& key) const { return explicit_keys.count(key) > 0; }
+  // Where each explicit key got its value: "file:line" or "--set key=value".
+  std::map<std::string, std::string> key_origin;
+  // key_origin's entry, or "" for a key at its default (what a ConfigError's `where` takes).
+  std::string origin(const std::string& key) const {
+    auto it = key_origin.find(key);
+    return it == key_origin.end() ? "" : it->second;
+  }
 
   // Every field at its declared default.
   static Config defaults();

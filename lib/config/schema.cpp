@@ -338,10 +338,10 @@ void declare_model(Declarer& d) {
 void declare_training(Declarer& d) {
   // ---- task representations ----
   d.add<S>("task_rep.kind", TLMOE_GET(task_rep.kind), "learned", mdl,
-           "Router input per task: learned table, textemb (mean encoder states), fisher (adapter Fisher + PCA).",
-           one_of({"learned", "textemb", "fisher"}));
+           "Router input per task: learned table, textemb (mean encoder states), ft_textemb (textemb of a copy fine-tuned on the task), fisher (adapter Fisher + PCA).",
+           one_of({"learned", "textemb", "ft_textemb", "fisher"}));
   d.add<S>("task_rep.textemb_variant", TLMOE_GET(task_rep.textemb_variant), "encoder_mean", "preprocess",
-           "textemb: encoder_mean = the encoder's states averaged over real tokens (tlmoe); reference = the decoder's states on the shifted input averaged over every position of batches of 8, pads included, as the reference computes it (the default with reference_compat) (docs/method.md §13.14).",
+           "textemb and ft_textemb: encoder_mean = the encoder's states averaged over real tokens of every example (tlmoe); reference = the reference's recipe (the default with reference_compat): textemb averages the decoder's states on the shifted input over every position of batches of 8, pads included; ft_textemb reads only the first example of each batch of 8 (docs/method.md §13.14).",
            one_of({"encoder_mean", "reference"}));
   d.add<I>("task_rep.dim", TLMOE_GET(task_rep.dim), 768, mdl, "Task representation size d_in.", range(1, 1 << 20));
   d.add<S>("task_rep.path", TLMOE_GET(task_rep.path), "", mdl,
@@ -355,6 +355,15 @@ void declare_training(Declarer& d) {
                 "Adapter learning rate for fisher (the paper: 3e-5 on BART-base).", range(0.0, 1.0));
   d.add<I>("task_rep.fisher_batch_size", TLMOE_GET(task_rep.fisher_batch_size), 8, "preprocess",
            "Adapter training batch size for fisher.", range(1, 1 << 16));
+  d.add<I>("task_rep.ft_steps", TLMOE_GET(task_rep.ft_steps), 2500, "preprocess",
+           "ft_textemb: fine-tuning steps of the whole source model on each task's first k-shot split.", range(0, 1e9));
+  d.add<double>("task_rep.ft_lr", TLMOE_GET(task_rep.ft_lr), 3e-5, "preprocess",
+                "ft_textemb: fine-tuning learning rate (the paper: 3e-5 on BART-base).", range(0.0, 1.0));
+  d.add<I>("task_rep.ft_batch_size", TLMOE_GET(task_rep.ft_batch_size), 8, "preprocess",
+           "ft_textemb: fine-tuning batch size.", range(1, 1 << 16));
+  d.add<S>("task_rep.ft_pool", TLMOE_GET(task_rep.ft_pool), "mean", "preprocess",
+           "ft_textemb: the fine-tuned encoder's states averaged over the input (mean; the reference: without its first and last position) or read at the first position (bos).",
+           one_of({"mean", "bos"}));
 
   // ---- train ----
   d.add<I>("train.steps", TLMOE_GET(train.steps), 30000, trn, "Optimizer steps.", range(1, 1e12));

@@ -17,6 +17,7 @@
 #include "data/task_meta.h"
 #include "data/tsv.h"
 #include "io/atomic_file.h"
+#include "io/dir_lock.h"
 #include "model/hf_bart.h"
 #include "text/bart_bpe_tokenizer.h"
 #include "text/sentencepiece_tokenizer.h"
@@ -490,10 +491,19 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
   print_notes(d.tasks.notes(), log);
   if (cfg.data.instruction) log_missing_instructions(d, log);
 
-  // manifest.json describes a complete, consistent cache; it goes before the first change.
+  // What a killed preprocess left behind; then one writer at a time: the lock is taken before the
+  // first change (a cache that is up to date is only read, so processes sharing it, such as the
+  // ranks of a distributed run, never contend), and manifest.json, which describes a complete,
+  // consistent cache, goes first.
+  const auto stale = io::remove_stale_temporaries(report.cache_dir);
+  if (!stale.empty())
+    log << "preprocess: removed " << stale.size() << " temporary file(s) of killed writers (" << stale.front().string()
+        << (stale.size() > 1 ? ", ..." : "") << ")\n";
+  std::optional<io::DirLock> lock;
   bool changed = false;
   auto before_change = [&] {
     if (changed) return;
+    lock.emplace(report.cache_dir, log);
     changed = true;
     std::error_code ec;
     fs::remove(manifest_path, ec);
@@ -557,15 +567,49 @@ PreprocessReport preprocess(const Config& cfg, std::ostream& log) {
   return report;
 }
 
+namespace {
+
+// The fields every reader of manifest.json uses, with their types: a damaged or foreign manifest is
+// refused here, naming the field, instead of failing later inside a reader.
+void check_manifest(const json& m, const std::string& file) {
+  auto fail = [&](const std::string& what) {
+    throw DataError(file, 0, "damaged manifest: " + what + "; run `tlmoe preprocess` to rebuild it");
+  };
+  auto want = [&](const json& obj, const std::string& where, const char* key, bool (json::*is)() const, const char* type) {
+    if (!obj.is_object() || !obj.contains(key) || !(obj.at(key).*is)()) fail("\"" + where + key + "\" is not " + type);
+  };
+  if (!m.is_object()) fail("not a JSON object");
+  want(m, "", "splits", &json::is_string, "a string");
+  want(m, "", "tasks_file", &json::is_string, "a string");
+  want(m, "", "tokenizer", &json::is_object, "an object");
+  for (const char* k : {"path", "fingerprint"}) want(m["tokenizer"], "tokenizer.", k, &json::is_string, "a string");
+  for (const char* k : {"vocab_size", "pad_id", "bos_id", "eos_id"})
+    want(m["tokenizer"], "tokenizer.", k, &json::is_number_integer, "an integer");
+  want(m, "", "tasks", &json::is_object, "an object");
+  for (auto it = m["tasks"].begin(); it != m["tasks"].end(); ++it) {
+    const std::string where = "tasks." + it.key() + ".";
+    want(it.value(), where, "files", &json::is_array, "a list");
+    for (const json& f : it.value()["files"])
+      for (const char* k : {"split", "kind", "cache", "source", "source_hash"}) want(f, where + "files[].", k, &json::is_string, "a string");
+  }
+}
+
+}  // namespace
+
 json read_preprocess_manifest(const Config& cfg) {
   const fs::path p = fs::path(cache_dir(cfg)) / "manifest.json";
-  std::ifstream f(p);
-  if (!f) throw DataError(p.string(), 0, "cannot read the preprocess manifest; run `tlmoe preprocess`");
+  if (!fs::exists(p)) throw DataError(p.string(), 0, "cannot read the preprocess manifest; run `tlmoe preprocess`");
+  const std::string text = io::read_file(p);
+  json m;
   try {
-    return json::parse(f);
+    m = json::parse(text);
   } catch (const json::exception& e) {
-    throw DataError(p.string(), 0, std::string("damaged manifest: ") + e.what());
+    const std::string what = e.what();
+    const auto at = what.find("] ");
+    throw DataError(p.string(), 0, "damaged manifest: " + (at == std::string::npos ? what : what.substr(at + 2)));
   }
+  check_manifest(m, p.string());
+  return m;
 }
 
 std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg) {
@@ -574,6 +618,12 @@ std::unique_ptr<text::Tokenizer> load_tokenizer(const Config& cfg) {
   std::unique_ptr<text::Tokenizer> tok;
   if (man.at("tokenizer").value("kind", std::string("sentencepiece")) == "bart-bpe") tok = text::BartBpeTokenizer::load(path);
   else tok = text::SentencePieceTokenizer::load(path);
+  const std::string recorded = man.at("tokenizer").at("fingerprint").get<std::string>();
+  if (tok->fingerprint() != recorded)
+    throw DataError(path.string(), 0,
+                    "this tokenizer (fingerprint " + tok->fingerprint() + ") is not the one the token caches were built with (" +
+                        recorded + " in " + (fs::path(cache_dir(cfg)) / "manifest.json").string() +
+                        "): the file was damaged or replaced; run `tlmoe preprocess` with the same config to rebuild it");
   // decode as the transformers release of eval.semantics would (a BART BPE's clean-up of spaces)
   tok->set_semantics(cfg.eval.semantics == "current" ? text::HfSemantics::current : text::HfSemantics::legacy);
   return tok;

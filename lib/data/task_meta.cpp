@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_text.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;  // keeps file order, so errors follow the file
@@ -98,6 +99,7 @@ JsonDoc load_doc(const fs::path& path) {
     std::size_t byte = e.byte == 0 ? 0 : e.byte - 1;  // e.byte is 1-based
     throw DataError(doc.file, line_at(doc.text, byte), parse_error_text(e));
   }
+  io::refuse_duplicate_keys(doc.text, doc.file);
   return doc;
 }
 

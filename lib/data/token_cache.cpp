@@ -328,7 +328,7 @@ void write_token_cache(const fs::path& path, const TokenCache& cache) {
   io::write_file_atomic(path, serialize_token_cache(cache));
 }
 
-TokenCache read_token_cache(const fs::path& path) {
+TokenCache read_token_cache(const fs::path& path, std::int64_t vocab_size) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec))
     throw DataError(path.string(), 0, "token cache does not exist; run `tlmoe preprocess`");
@@ -357,8 +357,14 @@ TokenCache read_token_cache(const fs::path& path) {
   std::size_t q = 0;
   auto sequence = [&]() {
     std::vector<std::int32_t> ids(offsets[q + 1] - offsets[q]);
-    for (std::size_t i = 0; i < ids.size(); ++i)
+    for (std::size_t i = 0; i < ids.size(); ++i) {
       ids[i] = get_le<std::int32_t>(tokens.data() + 4 * (offsets[q] + i));
+      if (ids[i] < 0 || (vocab_size > 0 && ids[i] >= vocab_size))
+        damaged(file, "token id " + std::to_string(ids[i]) + " in sequence " + std::to_string(q + 1) +
+                          (vocab_size > 0 ? " is outside the vocabulary of " + std::to_string(vocab_size) + " ids"
+                                          : " is negative") +
+                          " (a cache of another tokenizer?)");
+    }
     ++q;
     return ids;
   };

@@ -121,8 +121,9 @@ void write_token_cache(const std::filesystem::path& path, const TokenCache& cach
 
 // Reads and checks a whole cache: magic, version, manifest, sizes, offsets, body hash. Throws
 // DataError(path, 0, ...) for a damaged file; an older version says to rebuild it with
-// `tlmoe preprocess`.
-TokenCache read_token_cache(const std::filesystem::path& path);
+// `tlmoe preprocess`. Every id must lie in [0, vocab_size) (any non-negative id when vocab_size is
+// 0): a cache written for another vocabulary is refused naming the file, the example and the id.
+TokenCache read_token_cache(const std::filesystem::path& path, std::int64_t vocab_size = 0);
 
 // Reads the header and manifest and checks the file size against the counts; with
 // `check_body_hash` also reads the rest and checks its hash (what preprocess does before it

@@ -89,6 +89,7 @@ Session open_session(const CheckpointEvalOptions& opts, std::ostream& log) {
   const json& tok_info = s.man.at("tokenizer");
   s.tok = data::load_tokenizer(s.cfg);
   s.lm = model::load_model(opts.checkpoint);
+  if (const auto w = model::non_finite_warning(s.lm, opts.checkpoint); !w.empty()) log << "warning: " << w << "\n";
   model::use_evaluation_tau(s.lm, s.cfg);
   if (s.lm.tokenizer_fingerprint != tok_info.at("fingerprint").get<std::string>())
     throw DataError(model::hf_dir_of(opts.checkpoint).empty() ? (fs::path(opts.checkpoint) / "meta.json").string() : opts.checkpoint, 0,
@@ -120,11 +121,13 @@ int64_t task_row(const Session& s, const CheckpointEvalOptions& opts, const std:
   throw UsageError("eval: task '" + t + "' is not in the checkpoint's task table (" + opts.checkpoint + ")");
 }
 
-json evaluate_task(Session& s, const CheckpointEvalOptions& opts, const std::string& t, std::ostream& log) {
+// One task's summary entry; its predictions file (JSON lines) goes to `lines`.
+json evaluate_task(Session& s, const CheckpointEvalOptions& opts, const std::string& t, std::string& lines, std::ostream& log) {
   const int64_t id = task_row(s, opts, t);
   auto mit = s.metrics.find(t);
   if (mit == s.metrics.end()) throw DataError(s.man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + t + "'");
-  EvalSet set = load_eval_set(cache_dir(s.cfg), task_test_file(s.cfg, s.man, t), t, id, mit->second, opts.max_examples);
+  EvalSet set = load_eval_set(cache_dir(s.cfg), task_test_file(s.cfg, s.man, t), t, id, mit->second,
+                              s.man.at("tokenizer").at("vocab_size").get<int64_t>(), opts.max_examples);
   RouteFn routes = s.base_routes;
   if (opts.route_edit) {
     auto m = s.lm.model;
@@ -145,11 +148,7 @@ json evaluate_task(Session& s, const CheckpointEvalOptions& opts, const std::str
     entry["route"] = hard;
   }
   log << "eval: " << t << " (" << s.splits.partition_of(t) << ") " << sc.metric << " " << sc.score << "\n";
-  if (!opts.out_dir.empty()) {
-    std::string lines;
-    for (size_t i = 0; i < preds.size(); ++i) lines += safe_dump(json{{"prediction", preds[i]}, {"golds", set.golds[i]}}) + "\n";
-    io::write_file_atomic(fs::path(opts.out_dir) / "predictions" / (t + ".jsonl"), lines);
-  }
+  for (size_t i = 0; i < preds.size(); ++i) lines += safe_dump(json{{"prediction", preds[i]}, {"golds", set.golds[i]}}) + "\n";
   return entry;
 }
 
@@ -166,6 +165,7 @@ json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
                   {"complete", false}, {"tasks", json::object()}, {"mean_over_tasks", nullptr},
                   {"generation", model::describe_generation(s.cfg)}, {"routing_tau", s.lm.tau},
                   {"upstream_health", metrics::report_upstream_health(opts.checkpoint, log)}};
+  if (!s.lm.non_finite.empty()) summary["non_finite_weights"] = s.lm.non_finite;
   const auto answerable = data::zero_shot_answerable(s.tasks, s.splits, s.cfg.data.instruction);
   json answerable_here = json::object();
   for (const auto& t : tasks)
@@ -173,24 +173,31 @@ json evaluate_checkpoint(const CheckpointEvalOptions& opts) {
   if (!answerable_here.empty()) summary["zero_shot_answerable"] = answerable_here;
   double sum = 0, sum_answerable = 0;
   int64_t n = 0, n_answerable = 0;
-  auto write = [&] {
+  // summary.json with a finished task's predictions file, both or neither (a full disk leaves the
+  // folder as it was after the previous task)
+  auto write = [&](const std::string& task, const std::string& lines) {
     summary["mean_over_tasks"] = n ? json(sum / static_cast<double>(n)) : json(nullptr);
     if (!answerable_here.empty())
       summary["mean_over_answerable"] = n_answerable ? json(sum_answerable / static_cast<double>(n_answerable)) : json(nullptr);
-    if (!opts.out_dir.empty()) io::write_file_atomic(fs::path(opts.out_dir) / "summary.json", safe_dump(summary, 1) + "\n");
+    if (opts.out_dir.empty()) return;
+    std::vector<std::pair<fs::path, std::string>> files;  // summary.json renamed last
+    if (!task.empty()) files.emplace_back(fs::path(opts.out_dir) / "predictions" / (task + ".jsonl"), lines);
+    files.emplace_back(fs::path(opts.out_dir) / "summary.json", safe_dump(summary, 1) + "\n");
+    io::write_files_atomic(files);
   };
   for (const auto& t : tasks) {
     // Each finished task is in summary.json at once: a later failure loses nothing finished.
-    json entry = evaluate_task(s, opts, t, log);
+    std::string lines;
+    json entry = evaluate_task(s, opts, t, lines, log);
     if (entry.at("mean").is_number()) {
       sum += entry.at("mean").get<double>(), ++n;
       if (answerable.count(t)) sum_answerable += entry.at("mean").get<double>(), ++n_answerable;
     }
     summary["tasks"][t] = std::move(entry);
-    write();
+    write(t, lines);
   }
   summary["complete"] = true;
-  write();
+  write("", "");
   return summary;
 }
 

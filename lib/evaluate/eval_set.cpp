@@ -12,13 +12,13 @@ using nlohmann::json;
 namespace tlmoe::evaluate {
 
 EvalSet load_eval_set(const fs::path& cache_dir, const json& file, const std::string& task, int64_t task_id,
-                      const std::string& metric, int64_t max_examples, int64_t first) {
+                      const std::string& metric, int64_t vocab_size, int64_t max_examples, int64_t first) {
   EvalSet s;
   s.task = task;
   s.metric = metric;
   s.source = file.at("source").get<std::string>();
   const fs::path cache = cache_dir / file.at("cache").get<std::string>();
-  data::TokenCache c = data::read_token_cache(cache);
+  data::TokenCache c = data::read_token_cache(cache, vocab_size);
   std::vector<data::TsvExample> rows = data::read_tsv(s.source);
   if (rows.size() != c.examples.size())
     throw DataError(cache.string(), 0,

@@ -5,11 +5,60 @@
 #include "common/error.h"
 #include "common/version.h"
 #include "io/atomic_file.h"
+#include "io/json_text.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
 
 namespace tlmoe::io {
+
+namespace {
+
+using nlohmann::json;
+
+std::string found(const json& v) {
+  std::string text = v.dump();
+  if (text.size() > 40) text = text.substr(0, 37) + "...";
+  return std::string(v.type_name()) + " " + text;
+}
+
+// Every field tlmoe reads from meta.json has the type it is read as (the layout: io/checkpoint.h).
+void check_meta_types(const json& meta, const std::string& file) {
+  if (!meta.is_object()) throw DataError(file, 0, "expected a JSON object, found " + found(meta));
+  auto fail = [&](const std::string& key, const char* want, const json& v) {
+    throw DataError(file, 0, "\"" + key + "\" must be " + want + ", found " + found(v));
+  };
+  auto natural = [&](const json& obj, const std::string& prefix, const char* k, bool required) {
+    if (!obj.contains(k)) {
+      if (required) throw DataError(file, 0, "\"" + prefix + k + "\" is missing");
+      return;
+    }
+    const json& v = obj.at(k);
+    if (!v.is_number_integer() || (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0))
+      fail(prefix + k, "a non-negative integer", v);
+  };
+  for (const char* k : {"format", "tlmoe_version", "git_sha", "tokenizer_fingerprint", "tokenizer_model", "config"})
+    if (meta.contains(k) && !meta[k].is_string()) fail(k, "a string", meta[k]);
+  natural(meta, "", "format_version", false);
+  natural(meta, "", "step", false);
+  if (meta.contains("tasks")) {
+    const json& t = meta["tasks"];
+    if (!t.is_array()) fail("tasks", "a list of task names", t);
+    for (const json& name : t)
+      if (!name.is_string()) fail("tasks", "a list of task names (strings)", name);
+  }
+  for (const char* k : {"health", "hf_source"})
+    if (meta.contains(k) && !meta[k].is_object()) fail(k, "an object", meta[k]);
+  if (!meta.contains("trainer")) return;
+  const json& t = meta["trainer"];
+  if (!t.is_object()) fail("trainer", "an object", t);
+  for (const char* k : {"step", "epoch", "position"}) natural(t, "trainer.", k, true);
+  for (const char* k : {"best_step", "world_size"}) natural(t, "trainer.", k, false);
+  for (const char* k : {"best_dev_loss", "best_dev_score"})
+    if (t.contains(k) && !t[k].is_number() && !t[k].is_null()) fail(std::string("trainer.") + k, "a number or null", t[k]);
+}
+
+}  // namespace
 
 void save_checkpoint(const fs::path& dir, const CheckpointData& data) {
   io::StagingDir staging(dir);
@@ -29,11 +78,16 @@ LoadedCheckpoint load_checkpoint(const fs::path& dir, bool with_optimizer) {
   LoadedCheckpoint out;
   const fs::path meta_path = dir / "meta.json";
   if (!fs::exists(meta_path)) throw DataError(meta_path.string(), 0, "missing: not a tlmoe checkpoint directory");
+  const std::string text = io::read_file(meta_path);
   try {
-    out.meta = nlohmann::json::parse(io::read_file(meta_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(meta_path.string(), 0, std::string("invalid JSON: ") + e.what());
+    out.meta = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    const std::string what = e.what();
+    const auto at = what.find("] ");
+    throw DataError(meta_path.string(), 0, "invalid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)));
   }
+  io::refuse_duplicate_keys(text, meta_path.string());
+  check_meta_types(out.meta, meta_path.string());
   if (out.meta.value("format", "") != "tlmoe-checkpoint")
     throw DataError(meta_path.string(), 0, "not a tlmoe checkpoint (format field missing)");
   int version = out.meta.value("format_version", 0);
@@ -68,6 +122,12 @@ void load_into(torch::nn::Module& module, const std::map<std::string, torch::Ten
       std::ostringstream s;
       s << name << " is " << it->second.sizes() << " in the checkpoint but " << t.sizes() << " in the model";
       mismatched.push_back(s.str());
+    } else if (it->second.scalar_type() != t.scalar_type() &&
+               !(at::isFloatingType(it->second.scalar_type()) && at::isFloatingType(t.scalar_type()))) {
+      // floating types convert (a bf16 export into an fp32 model); integers or booleans never stand in for them
+      std::ostringstream s;
+      s << name << " is " << it->second.scalar_type() << " in the checkpoint but " << t.scalar_type() << " in the model";
+      mismatched.push_back(s.str());
     }
   }
   for (const auto& [name, t] : state)
@@ -84,7 +144,7 @@ void load_into(torch::nn::Module& module, const std::map<std::string, torch::Ten
     };
     list("tensors missing from the checkpoint", missing);
     list("tensors the model does not have", unexpected);
-    list("shape mismatches", mismatched);
+    list("shape or type mismatches", mismatched);
     throw DataError(source, 0, msg.str());
   }
   torch::NoGradGuard g;

@@ -26,7 +26,12 @@ struct LoadedModel {
   // with model.init_from: hf:DIR. {"dir": DIR, "config": config.json, "generation":
   // generation_config.json ({} when the directory has none)}; null for a model of tlmoe's own.
   nlohmann::json hf_source;
+  // Tensors of the file holding NaN or Inf values (a diverged run): reports warn and record them.
+  std::vector<std::string> non_finite;
 };
+
+// "" for finite weights, else the warning line a report prints (without "warning: ").
+std::string non_finite_warning(const LoadedModel& lm, const std::string& checkpoint);
 
 // Reads meta.json's config, builds the model and loads the weights. DataError naming the file
 // for a missing or damaged checkpoint, or tensors that do not fit its config.

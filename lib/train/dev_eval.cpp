@@ -153,7 +153,7 @@ std::vector<evaluate::EvalSet> upstream_dev_sets(const Config& cfg, const Upstre
     if (it == metrics.end()) throw DataError(man.at("tasks_file").get<std::string>(), 0, "no metric for task '" + task + "'");
     int64_t first = 0;
     if (held != data.held_out.end()) first = held->second.first;
-    sets.push_back(evaluate::load_eval_set(cache, *pick, task, id, it->second, cfg.train.eval_max_examples, first));
+    sets.push_back(evaluate::load_eval_set(cache, *pick, task, id, it->second, data.vocab_size, cfg.train.eval_max_examples, first));
   }
   return sets;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <fstream>
 #include <map>
@@ -16,8 +17,10 @@
 #include "model/tlmoe_model.h"
 #include "data/batching.h"
 #include "io/checkpoint.h"
+#include "io/dir_lock.h"
 #include "train/loss.h"
 #include "train/optim.h"
+#include "train/task_rep_finetune.h"
 #include "train/upstream_data.h"
 #include "data/preprocess.h"
 
@@ -52,10 +55,10 @@ Config checkpoint_config(const fs::path& dir, const json& meta) {
   }
 }
 
-std::vector<data::Example> load_examples(const std::vector<fs::path>& files) {
+std::vector<data::Example> load_examples(const std::vector<fs::path>& files, int64_t vocab) {
   std::vector<data::Example> out;
   for (const auto& f : files) {
-    auto c = data::read_token_cache(f);
+    auto c = data::read_token_cache(f, vocab);
     for (auto& e : c.examples) out.push_back({0, std::move(e.input_ids), std::move(e.output_ids)});
   }
   return out;
@@ -75,22 +78,25 @@ void load_backbone(model::TLMoEModelImpl& m, const std::map<std::string, torch::
   for (auto& b : m.named_buffers(true)) copy(b.key(), b.value());
 }
 
-// The mean over the examples of per-example vectors [B,D] that `per_batch` computes on batches of
-// `size` examples in order (each collated: trimmed to its longest input), in eval mode.
+}  // namespace
+
 torch::Tensor mean_over_batches(model::TLMoEModel& m, const std::vector<data::Example>& ex, size_t size, int64_t pad,
                                 int64_t start, const std::function<torch::Tensor(const data::Batch&)>& per_batch) {
   torch::NoGradGuard g;
   m->eval();
   auto sum = torch::zeros({m->options().layer.d_model}, torch::kDouble);
+  int64_t rows = 0;
   for (size_t i = 0; i < ex.size(); i += size) {
     std::vector<const data::Example*> b;
     for (size_t j = i; j < std::min(ex.size(), i + size); ++j) b.push_back(&ex[j]);
-    sum += per_batch(data::collate(b, std::vector<size_t>(b.size(), 0), pad, start)).to(torch::kDouble).sum(0);
+    auto v = per_batch(data::collate(b, std::vector<size_t>(b.size(), 0), pad, start));  // [rows,D]
+    sum += v.to(torch::kDouble).sum(0);
+    rows += v.size(0);
   }
-  return (sum / static_cast<double>(ex.size())).to(torch::kFloat);
+  return (sum / static_cast<double>(std::max<int64_t>(rows, 1))).to(torch::kFloat);
 }
 
-torch::Tensor textemb(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
+torch::Tensor textemb_encoder_mean(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
   return mean_over_batches(m, ex, 16, pad, start, [&](const data::Batch& batch) {
     model::RouteContext ctx;
     auto h = m->encode(batch.input_ids, batch.input_mask, m->routes(batch.task_ids, ctx));  // [B,S,D]
@@ -98,8 +104,6 @@ torch::Tensor textemb(model::TLMoEModel& m, const std::vector<data::Example>& ex
     return (h * mask).sum(1) / mask.sum(1);  // [B,D]: the mean over real tokens
   });
 }
-
-}  // namespace
 
 torch::Tensor textemb_reference(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start) {
   return mean_over_batches(m, ex, 8, pad, start, [&](const data::Batch& batch) {
@@ -190,7 +194,11 @@ RepInputs rep_inputs(const Config& cfg, const json& man, const json& meta) {
   std::ostringstream keysrc;
   keysrc << "kind=" << kind << ";dim=" << cfg.task_rep.dim << ";tokenizer=" << tok.at("fingerprint").get<std::string>()
          << ";meta=" << io::fnv1a64_hex(meta.dump());
-  if (kind == "textemb" && textemb_variant(cfg) == "reference") keysrc << ";variant=reference";
+  if (kind != "fisher" && textemb_variant(cfg) == "reference") keysrc << ";variant=reference";
+  if (kind == "ft_textemb")
+    keysrc << ";ft_steps=" << cfg.task_rep.ft_steps << ";ft_lr=" << cfg.task_rep.ft_lr << ";ft_bsz=" << cfg.task_rep.ft_batch_size
+           << ";pool=" << cfg.task_rep.ft_pool << ";ls=" << cfg.train.label_smoothing << ";red=" << cfg.train.loss_reduction
+           << ";seed=" << cfg.train.seed << ";compat=" << cfg.reference_compat;
   if (kind == "fisher")
     keysrc << ";adapter=" << cfg.task_rep.fisher_adapter_dim << ";steps=" << cfg.task_rep.fisher_steps
            << ";lr=" << cfg.task_rep.fisher_lr << ";bsz=" << cfg.task_rep.fisher_batch_size
@@ -208,7 +216,7 @@ RepInputs rep_inputs(const Config& cfg, const json& man, const json& meta) {
     std::sort(kshot.begin(), kshot.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     std::vector<const json*> use;
     if (!kshot.empty()) {
-      if (kind == "fisher") use.push_back(kshot.front().second);
+      if (kind == "fisher" || kind == "ft_textemb") use.push_back(kshot.front().second);
       else for (auto& [p, f] : kshot) use.push_back(f);
     } else if (full) {
       use.push_back(full);
@@ -247,7 +255,8 @@ bool reuse(TaskRepReport& rep, const std::string& kind, const std::string& key, 
 }
 
 // The raw vector of every task [n, raw], from the source model (a routed source mixes its experts
-// uniformly): textemb, or fisher with a fresh adapter model per task.
+// uniformly): textemb; ft_textemb with a fresh fine-tuned copy per task; fisher with a fresh adapter
+// model per task.
 torch::Tensor raw_vectors(const Config& cfg, const Config& scfg, const json& tok, const io::LoadedCheckpoint& ck,
                           const fs::path& src, const std::vector<TaskFilesForRep>& tasks, std::ostream& log) {
   const std::string& kind = cfg.task_rep.kind;
@@ -265,22 +274,35 @@ torch::Tensor raw_vectors(const Config& cfg, const Config& scfg, const json& tok
   model::TLMoEModel base(mopts, model::router_options(mcfg), model::routing_policy(mcfg), std::max<int64_t>(1, n_src_tasks));
   load_backbone(*base, ck.model, src_file);
   const auto t0 = std::chrono::steady_clock::now();
+  // a fresh copy of the source per task, its dropout (and adapter initialisation) seeded by the task's index
+  auto fresh_copy = [&](size_t i, const model::ModelOptions& o) {
+    torch::manual_seed(static_cast<uint64_t>(cfg.train.seed) + i);
+    model::TLMoEModel m(o, model::router_options(mcfg), model::routing_policy(mcfg), std::max<int64_t>(1, n_src_tasks));
+    load_backbone(*m, ck.model, src_file);
+    return m;
+  };
   for (size_t i = 0; i < tasks.size(); ++i) {
-    auto ex = load_examples(tasks[i].files);
+    auto ex = load_examples(tasks[i].files, V);
     if (ex.empty()) throw DataError(tasks[i].files.front().string(), 0, "no examples");
+    std::string note;
     if (kind == "textemb") {
-      raw.push_back(textemb_variant(cfg) == "reference" ? textemb_reference(base, ex, pad, start) : textemb(base, ex, pad, start));
+      raw.push_back(textemb_variant(cfg) == "reference" ? textemb_reference(base, ex, pad, start)
+                                                        : textemb_encoder_mean(base, ex, pad, start));
+    } else if (kind == "ft_textemb") {
+      torch::AutoGradMode on(true);
+      auto m = fresh_copy(i, mopts);
+      const double tail = finetune_whole_model(m, ex, finetune_options(cfg), pad, start, tasks[i].files.front().string());
+      if (std::isfinite(tail)) note = ", fine-tuning loss " + std::to_string(tail);
+      raw.push_back(ft_textemb_vector(m, ex, pad, start, textemb_variant(cfg), cfg.task_rep.ft_pool));
     } else {
       torch::AutoGradMode on(true);
-      torch::manual_seed(static_cast<uint64_t>(cfg.train.seed) + i);
       auto aopts = mopts;
       aopts.layer.adapter_dim = cfg.task_rep.fisher_adapter_dim;
-      model::TLMoEModel m(aopts, model::router_options(mcfg), model::routing_policy(mcfg), std::max<int64_t>(1, n_src_tasks));
-      load_backbone(*m, ck.model, src_file);
+      auto m = fresh_copy(i, aopts);
       raw.push_back(fisher(m, ex, cfg, pad, start));
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log << "  [" << i + 1 << "/" << tasks.size() << "] " << tasks[i].task << " (" << ex.size() << " examples, "
+    log << "  [" << i + 1 << "/" << tasks.size() << "] " << tasks[i].task << " (" << ex.size() << " examples" << note << ", "
         << static_cast<int64_t>(secs) << " s)\n";
   }
   return torch::stack(raw).to(torch::kDouble);
@@ -301,11 +323,11 @@ void check_pca_dim(int64_t dim, int64_t n_up) {
 // PCA bound.
 void check_dim_early(const Config& cfg, const Config& scfg, int64_t n_up) {
   const int64_t dim = cfg.task_rep.dim;
-  if (cfg.task_rep.kind == "textemb") {
+  if (cfg.task_rep.kind == "textemb" || cfg.task_rep.kind == "ft_textemb") {
     const int64_t raw = scfg.model.d_model;
     if (dim > raw)
       throw ConfigError("", "task_rep.dim",
-                        std::to_string(dim) + " is larger than the textemb vectors (the source model's d_model, " +
+                        std::to_string(dim) + " is larger than the " + cfg.task_rep.kind + " vectors (the source model's d_model, " +
                             std::to_string(raw) + ")");
     if (dim < raw) check_pca_dim(dim, n_up);
   } else if (cfg.task_rep.kind == "fisher") {
@@ -382,6 +404,7 @@ TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
   rep.tasks = static_cast<int64_t>(in.tasks.size());
   if (reuse(rep, kind, in.key, log)) return rep;
   check_dim_early(cfg, scfg, static_cast<int64_t>(std::count(in.upstream.begin(), in.upstream.end(), true)));
+  io::DirLock lock(cache_dir(cfg), log);  // one writer of the cache's representations at a time
 
   auto R = raw_vectors(cfg, scfg, tok, ck, src, in.tasks, log);  // [n, raw]
   rep.raw_dim = R.size(1);
@@ -407,6 +430,10 @@ TaskRepReport compute_task_reps(const Config& cfg, std::ostream& log) {
   if (kind == "fisher")
     out.info["fisher"] = {{"adapter_dim", cfg.task_rep.fisher_adapter_dim}, {"steps", cfg.task_rep.fisher_steps},
                           {"lr", cfg.task_rep.fisher_lr}, {"batch_size", cfg.task_rep.fisher_batch_size}};
+  if (kind == "ft_textemb")
+    out.info["ft_textemb"] = {{"steps", cfg.task_rep.ft_steps}, {"lr", cfg.task_rep.ft_lr},
+                              {"batch_size", cfg.task_rep.ft_batch_size}, {"pool", cfg.task_rep.ft_pool}};
+  if (kind != "fisher") out.info["variant"] = textemb_variant(cfg);
   data::save_task_rep(rep.path, out);
   log << "task representations: " << in.tasks.size() << " x " << dim << " (raw " << rep.raw_dim;
   if (dim < rep.raw_dim) log << ", PCA on " << up_idx.size() << " upstream tasks keeps " << rep.explained_variance * 100 << "% of the variance";

@@ -1,10 +1,12 @@
 // Computing task representations (docs/method.md §5, §13.14, §13.15), run by `tlmoe preprocess` when
-// task_rep.kind is textemb or fisher. Both start from a tlmoe checkpoint
+// task_rep.kind is textemb, ft_textemb or fisher. All start from a tlmoe checkpoint
 // (task_rep.source_checkpoint, typically an upstream vanilla run) trained with the same tokenizer.
 //
 //   textemb  the mean over non-pad positions of the encoder's last hidden states, averaged over
 //            every k-shot train input of the task (all splits); a task without k-shot files
 //            uses its full train file. A routed source mixes its experts uniformly.
+//   ft_textemb  a copy of the source fine-tuned as a whole on the task's first k-shot split
+//            (train/task_rep_finetune.h), then its encoder's states pooled over that split.
 //   fisher   bottleneck adapters (task_rep.fisher_adapter_dim, small random init) are trained
 //            alone on the task's first k-shot split (string order, as CrossFit sorts: seed 100
 //            of the standard seeds) for task_rep.fisher_steps steps; then, without dropout, the
@@ -20,6 +22,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <ostream>
 
 #include "config/config.h"
@@ -34,6 +37,17 @@ struct TaskRepReport {
   int64_t tasks = 0, raw_dim = 0, dim = 0;
   double explained_variance = 1.0;  // of the PCA on upstream tasks (1 when not projected)
 };
+
+// The mean over the examples of per-example vectors [B,D] that `per_batch` computes on batches of
+// `size` examples in order (each collated: trimmed to its longest input), in eval mode, without
+// gradients. `per_batch` may return fewer rows than the batch holds (one per batch, say): the
+// mean is over all rows returned.
+torch::Tensor mean_over_batches(model::TLMoEModel& m, const std::vector<data::Example>& ex, size_t size, int64_t pad,
+                                int64_t start, const std::function<torch::Tensor(const data::Batch&)>& per_batch);
+
+// tlmoe's TextEmb of one task (task_rep.textemb_variant: encoder_mean): the encoder's last states
+// averaged over each input's real tokens, then over the inputs.
+torch::Tensor textemb_encoder_mean(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start);
 
 // The reference's TextEmb of one task (task_rep.textemb_variant: reference, docs/method.md §13.14):
 // batches of 8 examples in order, each trimmed to its longest input; the decoder reads the input

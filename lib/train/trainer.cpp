@@ -239,6 +239,14 @@ void Run::stop(const std::string& what) {
 void Run::check_run_dir() {
   if (opts_.run_dir.empty()) throw UsageError("train: a run directory is required (--run-dir)");
   run_ = opts_.run_dir;
+  std::ostream& log = opts_.log ? *opts_.log : std::cerr;
+  if (opts_.launch.rank == 0 && fs::is_directory(run_)) {
+    // Holding the lock, no other writer exists: a checkpoint commit that a kill interrupted is
+    // finished (or rolled back) before anything looks for last/ (io/atomic_file.h).
+    lock_.emplace(run_, log);
+    for (const char* d : {"last", "best"})
+      if (const std::string a = io::recover_staged(run_ / d, /*all_leftovers=*/true); !a.empty()) log << "train: " << a << "\n";
+  }
   // an earlier run that died before its first checkpoint left its config and log, nothing to resume
   const bool traces = fs::exists(run_ / "config.resolved.yaml") || fs::exists(run_ / "metrics.jsonl");
   if (!opts_.resume && (fs::exists(run_ / "last") || traces))
@@ -249,7 +257,7 @@ void Run::check_run_dir() {
     if (!traces) throw UsageError("--resume: no checkpoint at " + (run_ / "last").string());
     fresh_start_ = true;  // nothing was saved: --resume starts it over from step 0
   }
-  if (opts_.launch.rank == 0) lock_.emplace(run_, opts_.log ? *opts_.log : std::cerr);  // creates run_
+  if (opts_.launch.rank == 0 && !lock_) lock_.emplace(run_, log);  // creates run_
 }
 
 // Every rank has passed the run-directory checks before the rendezvous lets rank 0 on.
@@ -339,6 +347,8 @@ void Run::restore() {
     throw DataError((run_ / "last/meta.json").string(), 0,
                     "the checkpoint was trained with another tokenizer (fingerprint differs)");
   opt_->load_state_tensors(ck.optimizer);
+  if (!ck.meta.contains("trainer"))
+    throw DataError((run_ / "last/meta.json").string(), 0, "holds no trainer state (\"trainer\"): it cannot resume training");
   const json& t = ck.meta.at("trainer");
   step_ = t.at("step").get<int64_t>();
   // none yet (a checkpoint before the first evaluation) is saved as null
@@ -355,9 +365,17 @@ void Run::restore() {
     if (e.at("step").get<int64_t>() <= step_) evals_.push_back(std::move(e));
   batcher_->seek(t.at("epoch").get<int64_t>(), t.at("position").get<int64_t>());
   auto it = ck.optimizer.find("rng.cpu");
-  if (it == ck.optimizer.end()) throw DataError((run_ / "last").string(), 0, "checkpoint has no RNG state");
+  const std::string opt_file = (run_ / "last/optimizer.safetensors").string();
+  if (it == ck.optimizer.end()) throw DataError(opt_file, 0, "no tensor rng.cpu: the checkpoint has no RNG state");
   at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();
-  cpu_gen.set_state(it->second);
+  const auto now = cpu_gen.get_state();
+  if (it->second.scalar_type() != now.scalar_type() || it->second.numel() != now.numel())
+    throw DataError(opt_file, 0, "tensor rng.cpu is not a CPU generator state (" + std::to_string(now.numel()) + " bytes of U8 expected)");
+  try {
+    cpu_gen.set_state(it->second);
+  } catch (const c10::Error& e) {
+    throw DataError(opt_file, 0, "tensor rng.cpu is a damaged generator state: " + std::string(e.what_without_backtrace()));
+  }
   *log_ << "resuming " << run_.string() << " at step " << step_ << "\n";
 }
 

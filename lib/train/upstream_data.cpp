@@ -30,8 +30,8 @@ void append(std::vector<data::Example>& out, data::TokenCache& c, int64_t task_i
   }
 }
 
-void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_id) {
-  data::TokenCache c = data::read_token_cache(file);
+void append(std::vector<data::Example>& out, const fs::path& file, int64_t task_id, int64_t vocab) {
+  data::TokenCache c = data::read_token_cache(file, vocab);
   append(out, c, task_id, 0, static_cast<int64_t>(c.examples.size()));
 }
 
@@ -84,12 +84,12 @@ UpstreamData load_upstream_data(const Config& cfg, std::ostream& log) {
         to_train = !is_full && (split == "train" || (src == "kshot_train_dev" && split == "dev"));
         to_dev = !is_full && split == "dev";
       }
-      if (to_train) append(d.train, file, id[name]), any_train = true;
-      if (to_dev) append(d.dev, file, id[name]);
+      if (to_train) append(d.train, file, id[name], d.vocab_size), any_train = true;
+      if (to_dev) append(d.dev, file, id[name], d.vocab_size);
     }
     if (full_train) {
       const fs::path file = rep.cache_dir / full_train->at("cache").get<std::string>();
-      data::TokenCache c = data::read_token_cache(file);
+      data::TokenCache c = data::read_token_cache(file, d.vocab_size);
       const auto n = static_cast<int64_t>(c.examples.size());
       const int64_t hold = full_dev ? 0 : held_out_size(n);
       append(d.train, c, id[name], 0, n - hold), any_train = n - hold > 0;

@@ -385,6 +385,42 @@ TEST_CASE("gym -> preprocess end to end, with reuse and bad-data exit codes", "[
   CHECK(r.exit_code == 2);
 }
 
+TEST_CASE("ft_textemb on the gym: preprocess fine-tunes a copy of the source per task, train routes with the vectors",
+          "[cli][e2e]") {
+  TempDir d;
+  const std::string gym = (d / "gym").string();
+  REQUIRE(run_tlmoe("gym --out " + gym + " --seed 42").exit_code == 0);
+  const std::string src = tlmoe::test::source_dir();
+  const std::string tiny = " --set data.dir=" + gym + " --set tokenizer.vocab_size=500 --set model.d_model=32" +
+                           " --set model.encoder_layers=1 --set model.decoder_layers=1 --set model.heads=2" +
+                           " --set model.ffn_dim=64 --set routing.hidden=8 --set train.batch_size=4" +
+                           " --set train.eval_every=100 --set eval.batch_size=64";
+  auto r = run_tlmoe("train --plain --config " + src + "/configs/quickstart_vanilla.yaml" + tiny +
+                     " --set train.steps=3 --run-dir " + (d / "vanilla").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string ft = tiny + " --set task_rep.kind=ft_textemb --set task_rep.dim=4 --set task_rep.ft_steps=3" +
+                         " --set task_rep.ft_lr=0.001 --set task_rep.source_checkpoint=" + (d / "vanilla/last").string();
+  r = run_tlmoe("preprocess --config " + src + "/configs/quickstart.yaml" + ft);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("task representations (ft_textemb)") && Catch::Contains("fine-tuning loss"));
+  fs::path file;
+  for (const auto& e : fs::recursive_directory_iterator(d / "gym/.tlmoe-cache"))
+    if (e.path().filename() == "ft_textemb.safetensors") file = e.path();
+  REQUIRE(!file.empty());
+  // one fine-tuned vector per task of the split file, seen and unseen
+  const auto splits = nlohmann::json::parse(read_text(d / "gym/splits.json"));
+  CHECK_THAT(r.output, Catch::Contains("[" + std::to_string(splits.at("all").size()) + "/" +
+                                       std::to_string(splits.at("all").size()) + "]"));
+  r = run_tlmoe("train --plain --config " + src + "/configs/quickstart.yaml" + ft +
+                " --set train.steps=2 --run-dir " + (d / "routed").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("up to date, reused"));
+  CHECK(fs::exists(d / "routed/last/model.safetensors"));
+}
+
 TEST_CASE("gym refuses to overwrite an unrelated non-empty directory", "[cli]") {
   TempDir d;
   write_text(d / "mine/precious.txt", "keep me");
