@@ -404,3 +404,25 @@ TEST_CASE("adapt: a grid point whose loss diverges stops with a warning, the swe
   // the selected point of every split is the one that did not diverge
   for (const auto& [k, v] : s["tasks"]["second"]["splits"].items()) CHECK(v["lr"] == 1e-3);
 }
+
+TEST_CASE("a damaged or replaced cached tokenizer is refused before use", "[bad-input][preprocess]") {
+  Tiny t;
+  auto cfg = t.config();
+  std::ostringstream log;
+  const auto rep = tlmoe::data::preprocess(cfg, log);
+  CHECK_NOTHROW(tlmoe::data::load_tokenizer(cfg));
+  const fs::path model = rep.tokenizer_model;
+  std::string bytes = read_text(model);
+  // one byte of a piece's text changed: still a valid SentencePiece model, but not this cache's
+  const auto at = bytes.find("\xe2\x96\x81");  // the first word-start marker of a piece
+  REQUIRE(at != std::string::npos);
+  bytes[at + 3] = bytes[at + 3] == 'z' ? 'y' : 'z';
+  write_text(model, bytes);
+  const std::string msg = input_error([&] { tlmoe::data::load_tokenizer(cfg); });
+  CHECK_THAT(msg, Catch::Contains(model.string()) && Catch::Contains("is not the one the token caches were built with") &&
+                      Catch::Contains("tlmoe preprocess"));
+  // preprocess notices the same and trains it again
+  std::ostringstream again;
+  tlmoe::data::preprocess(cfg, again);
+  CHECK_NOTHROW(tlmoe::data::load_tokenizer(cfg));
+}
