@@ -100,7 +100,7 @@ void apply_mapping(Config& cfg, const YAML::Node& map, const std::string& prefix
     if (!it->first.IsScalar()) throw ConfigError(mark_of(file, it->first), prefix, "a key must be a plain name");
     const std::string name = it->first.Scalar();
     const std::string key = current_name(prefix.empty() ? name : prefix + "." + name);
-    const YAML::Node& value = it->second;
+    const YAML::Node value = it->second;  // a copy: the iterator's pair is a temporary proxy
     const std::string where = mark_of(file, it->first);
     if (auto [first, fresh] = seen.emplace(name, where); !fresh)
       throw ConfigError(where, prefix.empty() ? name : prefix + "." + name,

@@ -81,7 +81,7 @@ LoadedCheckpoint load_checkpoint(const fs::path& dir, bool with_optimizer) {
   const std::string text = io::read_file(meta_path);
   try {
     out.meta = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // syntax, or a number too large (out_of_range.406)
     const std::string what = e.what();
     const auto at = what.find("] ");
     throw DataError(meta_path.string(), 0, "invalid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)));

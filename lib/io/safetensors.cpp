@@ -186,6 +186,10 @@ TensorInfo parse_tensor_entry(const std::string& file, const std::string& name, 
     overflow = __builtin_mul_overflow(nbytes, d, &nbytes) || overflow;
   }
   if (overflow) throw fail("shape " + shape_str(info.shape) + " is too large");
+  uint64_t elements = 1;  // over the non-zero dimensions: a tensor must be addressable even when empty
+  for (int64_t d : info.shape)
+    if (d > 0 && (__builtin_mul_overflow(elements, static_cast<uint64_t>(d), &elements) || elements > static_cast<uint64_t>(INT64_MAX)))
+      throw fail("shape " + shape_str(info.shape) + " is too large");
 
   const json& offsets = entry["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2 || !as_u64(offsets[0], info.begin) ||

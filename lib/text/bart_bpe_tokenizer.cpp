@@ -345,6 +345,8 @@ struct BartBpeTokenizer::Loader {
                                 std::int64_t id) {
     if (!a.is_object() || !a.contains("content") || !a["content"].is_string())
       throw DataError(file, 0, key + ": expected an object with a string 'content'");
+    if (id < 0 || id > std::numeric_limits<std::int32_t>::max())
+      throw DataError(file, 0, key + ": id " + std::to_string(id) + " is not a non-negative 32-bit integer");
     auto flag = [&](const char* name, bool dflt) {
       if (!a.contains(name) || a[name].is_null()) return dflt;
       if (!a[name].is_boolean()) throw DataError(file, 0, key + "." + name + ": expected true or false");
@@ -401,7 +403,8 @@ struct BartBpeTokenizer::Loader {
             if (used != k.size()) id = -1;
           } catch (const std::exception&) {
           }
-          if (id < 0) throw DataError(c.file, 0, key + ": the key is not an id");
+          if (id < 0 || id > std::numeric_limits<std::int32_t>::max())
+            throw DataError(c.file, 0, key + ": the key is not an id (a non-negative 32-bit integer)");
           c.added.push_back(added_token(v, c.file, key, id));
         }
         std::sort(c.added.begin(), c.added.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
@@ -421,7 +424,10 @@ struct BartBpeTokenizer::Loader {
     if (!ok) throw DataError(file, 0, key + ": " + what + " (tlmoe reads a byte-level BPE as BART's)");
   }
   static std::string type_of(const json& j, const char* key) {
-    return j.contains(key) && j[key].is_object() ? j[key].value("type", std::string("?")) : std::string();
+    if (!j.contains(key) || !j[key].is_object()) return "";
+    const json& o = j[key];
+    if (!o.contains("type")) return "?";
+    return o["type"].is_string() ? o["type"].get<std::string>() : o["type"].dump();
   }
 
   // tokenizer.json: a byte-level BPE, or a DataError naming the key that tlmoe cannot reproduce.
@@ -430,7 +436,7 @@ struct BartBpeTokenizer::Loader {
     const json j = parse_json(read_file(path, "tokenizer.json"), file);
     refuse_unless(j.is_object() && j.contains("model") && j["model"].is_object(), file, "model", "missing");
     const json& m = j["model"];
-    const std::string type = m.value("type", std::string());
+    const std::string type = !m.contains("type") ? "" : m["type"].is_string() ? m["type"].get<std::string>() : m["type"].dump();
     refuse_unless(type == "BPE", file, "model.type", "is '" + type + "', not 'BPE'");
     auto null_or = [&](const char* key, const json& ok) {
       return !m.contains(key) || m[key].is_null() || m[key] == ok;
