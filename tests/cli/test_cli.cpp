@@ -421,6 +421,49 @@ TEST_CASE("ft_textemb on the gym: preprocess fine-tunes a copy of the source per
   CHECK(fs::exists(d / "routed/last/model.safetensors"));
 }
 
+TEST_CASE("bad input through the binary: exit 2 naming the file, never a raw library message", "[cli][bad-input]") {
+  TempDir d;
+  const std::string gym = (d / "gym").string();
+  REQUIRE(run_tlmoe("gym --out " + gym + " --seed 7").exit_code == 0);
+  const std::string cfg = tlmoe::test::source_dir() + "/configs/quickstart_vanilla.yaml";
+  const std::string sets = " --set data.dir=" + gym + " --set tokenizer.vocab_size=500 --set model.d_model=32" +
+                           " --set model.encoder_layers=1 --set model.decoder_layers=1 --set model.heads=2" +
+                           " --set model.ffn_dim=64 --set train.batch_size=4 --set train.eval_every=100" +
+                           " --set eval.batch_size=64 --set train.tensorboard=false";
+  auto r = run_tlmoe("train --plain --config " + cfg + sets + " --set train.steps=2 --run-dir " + (d / "run").string());
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto refused = [](const tlmoe::test::RunResult& res, const std::string& names) {
+    INFO(res.output);
+    CHECK(res.exit_code == 2);
+    CHECK_THAT(res.output, Catch::Contains(names));
+    CHECK_THAT(res.output, !Catch::Contains("json.exception") && !Catch::Contains("frame #") &&
+                               !Catch::Contains("Exception raised from"));
+  };
+  // meta.json with a string step
+  fs::copy(d / "run/last", d / "bad", fs::copy_options::recursive);
+  auto meta = nlohmann::json::parse(read_text(d / "bad/meta.json"));
+  meta["step"] = "abc";
+  write_text(d / "bad/meta.json", meta.dump());
+  refused(run_tlmoe("eval --config " + cfg + sets + " --checkpoint " + (d / "bad").string()), "bad/meta.json");
+  // a config path that is a directory
+  fs::create_directories(d / "conf.yaml");
+  refused(run_tlmoe("preprocess --config " + (d / "conf.yaml").string()), "conf.yaml");
+  // a key twice in splits.json: both lines
+  const std::string splits = read_text(d / "gym/splits.json");
+  write_text(d / "gym/splits.json", "{\n\"dev\": [],\n" + splits.substr(splits.find('{') + 1));
+  refused(run_tlmoe("preprocess --config " + cfg + sets), "appears twice in one object (lines 2 and");
+  write_text(d / "gym/splits.json", splits);
+  // a FIFO where a TSV file belongs: refused at once, no hang
+  fs::path victim;
+  for (const auto& e : fs::recursive_directory_iterator(d / "gym"))
+    if (e.path().filename().string().find("_13_dev.tsv") != std::string::npos) victim = e.path();
+  REQUIRE(!victim.empty());
+  fs::remove(victim);
+  REQUIRE(tlmoe::test::run_shell("mkfifo '" + victim.string() + "'").exit_code == 0);
+  refused(run_tlmoe("preprocess --config " + cfg + sets), "FIFO");
+}
+
 TEST_CASE("gym refuses to overwrite an unrelated non-empty directory", "[cli]") {
   TempDir d;
   write_text(d / "mine/precious.txt", "keep me");
