@@ -459,9 +459,25 @@ TEST_CASE("bad input through the binary: exit 2 naming the file, never a raw lib
   for (const auto& e : fs::recursive_directory_iterator(d / "gym"))
     if (e.path().filename().string().find("_13_dev.tsv") != std::string::npos) victim = e.path();
   REQUIRE(!victim.empty());
+  const std::string victim_text = read_text(victim);
   fs::remove(victim);
   REQUIRE(tlmoe::test::run_shell("mkfifo '" + victim.string() + "'").exit_code == 0);
   refused(run_tlmoe("preprocess --config " + cfg + sets), "FIFO");
+  fs::remove(victim);
+  write_text(victim, victim_text);
+
+  // an output path under a regular file: exit 2 naming it, in every command that writes
+  write_text(d / "plain", "x");
+  const std::string ck = " --checkpoint " + (d / "run/last").string();
+  const std::string task = nlohmann::json::parse(read_text(d / "gym/splits.json")).at("train").at(0).get<std::string>();
+  for (const std::string& cmd : {"eval --config " + cfg + sets + ck + " --out " + (d / "plain/ev").string(),
+                                 "adapt --config " + cfg + sets + ck + " --out " + (d / "plain/ad").string(),
+                                 "export" + ck + " --task " + task + " --out " + (d / "plain/ex").string()}) {
+    auto res = run_tlmoe(cmd);
+    INFO(cmd << "\n" << res.output);
+    CHECK(res.exit_code == 2);
+    CHECK_THAT(res.output, Catch::Contains("cannot write " + (d / "plain").string()) && Catch::Contains("Not a directory"));
+  }
 }
 
 TEST_CASE("gym refuses to overwrite an unrelated non-empty directory", "[cli]") {
