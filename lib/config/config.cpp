@@ -81,7 +81,8 @@ std::string mark_of(const std::string& file, const YAML::Node& node) {
 }
 
 YAML::Node load_yaml_file(const std::string& file) {
-  if (!fs::exists(file)) throw ConfigError(file, "", "config file not found");
+  std::error_code ec;
+  if (!fs::exists(file, ec)) throw ConfigError(file, "", ec ? "cannot read the config file: " + ec.message() : "config file not found");
   if (const std::string why = io::file_kind_problem(file); !why.empty()) throw ConfigError(file, "", "config file " + why);
   try {
     return YAML::LoadFile(file);
@@ -123,7 +124,9 @@ void apply_mapping(Config& cfg, const YAML::Node& map, const std::string& prefix
 
 // Applies `file` after the chain of its `base:` files, deepest first.
 void load_chain(Config& cfg, const std::string& file, std::vector<std::string>& stack) {
-  const std::string canon = fs::weakly_canonical(file).string();
+  std::error_code ec;
+  const fs::path canonical = fs::weakly_canonical(file, ec);  // a name too long, say: load_yaml_file says why
+  const std::string canon = ec ? file : canonical.string();
   if (std::find(stack.begin(), stack.end(), canon) != stack.end()) {
     std::string chain;
     for (const auto& s : stack) chain += s + " -> ";
@@ -141,8 +144,9 @@ void load_chain(Config& cfg, const std::string& file, std::vector<std::string>& 
       throw ConfigError(mark_of(file, base), "base", "expected the path of another config file");
     fs::path bp = base.Scalar();
     if (bp.is_relative()) bp = fs::path(file).parent_path() / bp;
-    if (!fs::exists(bp))
-      throw ConfigError(mark_of(file, base), "base", "base file not found: " + bp.string());
+    if (!fs::exists(bp, ec))
+      throw ConfigError(mark_of(file, base), "base",
+                        (ec ? "cannot read the base file (" + ec.message() + "): " : "base file not found: ") + bp.string());
     load_chain(cfg, bp.string(), stack);
   }
   apply_mapping(cfg, root, "", file);

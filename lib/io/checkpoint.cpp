@@ -74,10 +74,13 @@ void save_checkpoint(const fs::path& dir, const CheckpointData& data) {
 }
 
 LoadedCheckpoint load_checkpoint(const fs::path& dir, bool with_optimizer) {
-  if (!fs::is_directory(dir)) throw DataError(dir.string(), 0, "checkpoint directory not found");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw DataError(dir.string(), 0, ec && ec != std::errc::no_such_file_or_directory ? "cannot read the checkpoint: " + ec.message()
+                                                                                       : "checkpoint directory not found");
   LoadedCheckpoint out;
   const fs::path meta_path = dir / "meta.json";
-  if (!fs::exists(meta_path)) throw DataError(meta_path.string(), 0, "missing: not a tlmoe checkpoint directory");
+  if (!fs::exists(meta_path, ec)) throw DataError(meta_path.string(), 0, "missing: not a tlmoe checkpoint directory");
   const std::string text = io::read_file(meta_path);
   try {
     out.meta = nlohmann::json::parse(text);
@@ -97,7 +100,7 @@ LoadedCheckpoint load_checkpoint(const fs::path& dir, bool with_optimizer) {
                         std::to_string(kCheckpointVersion) + "); retrain with `tlmoe train`");
   auto model = io::load_safetensors(dir / "model.safetensors");
   out.model = std::move(model.tensors);
-  if (with_optimizer && fs::exists(dir / "optimizer.safetensors"))
+  if (with_optimizer && fs::exists(dir / "optimizer.safetensors", ec))
     out.optimizer = io::load_safetensors(dir / "optimizer.safetensors").tensors;
   return out;
 }
