@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -100,6 +101,19 @@ inline tlmoe::train::TrainResult run(const tlmoe::Config& cfg, const std::filesy
 }
 
 // A short vanilla (m = 1) run at {dir}/dense, the source of dense init and task representations.
+// metrics.jsonl without its timings (throughput, decoding time, memory), which differ run to run.
+inline std::vector<nlohmann::json> metrics_without_timings(const std::filesystem::path& p) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(read_text(p));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"tokens_per_s", "dev_score_seconds", "peak_memory_bytes"}) j.erase(k);
+    out.push_back(j);
+  }
+  return out;
+}
+
 inline tlmoe::Config train_dense_source(const Tiny& t) {
   auto dense = t.config();
   dense.model.experts = 1;

@@ -121,7 +121,7 @@ torch::Tensor textemb_reference(model::TLMoEModel& m, const std::vector<data::Ex
 namespace {
 
 torch::Tensor fisher(model::TLMoEModel& m, const std::vector<data::Example>& ex, const Config& cfg, int64_t pad,
-                     int64_t start) {
+                     int64_t start, const std::string& what) {
   std::vector<ParamGroup> groups(1);
   groups[0].name = "adapters";
   groups[0].lr = cfg.task_rep.fisher_lr;
@@ -136,31 +136,18 @@ torch::Tensor fisher(model::TLMoEModel& m, const std::vector<data::Example>& ex,
     if (p.key().size() > 7 && p.key().compare(p.key().size() - 7, 7, ".weight") == 0) weights.push_back(p.value());
   }
   AdamW opt(groups, AdamWOptions{});
-  auto params = groups[0].params;
+  FinetuneOptions fo;  // the adapters alone, loss averaged over target tokens (docs/method.md §5.3)
+  fo.steps = cfg.task_rep.fisher_steps;
+  fo.batch_size = cfg.task_rep.fisher_batch_size;
+  fo.label_smoothing = cfg.train.label_smoothing;
+  fo.loss_reduction = "mean";
+  fo.seed = static_cast<uint64_t>(cfg.train.seed);
+  train_steps(m, ex, opt, groups[0].params, fo, pad, start, what);
+  // Empirical diagonal Fisher: per example, summed loss, no dropout.
+  m->eval();
   LossOptions lo;
   lo.epsilon = cfg.train.label_smoothing;
   lo.pad_id = pad;
-  lo.reduction = "mean";
-  data::BatchingOptions bo;
-  bo.batch_size = cfg.task_rep.fisher_batch_size;
-  bo.seed = static_cast<uint64_t>(cfg.train.seed);
-  bo.pad_id = pad;
-  bo.decoder_start_id = start;
-  data::MultiTaskBatcher batcher(ex, bo);
-  const int64_t total = cfg.task_rep.fisher_steps, warm = warmup_steps(0.06, total);
-  m->train();
-  for (int64_t s = 0; s < total; ++s) {
-    data::Batch b = batcher.next();
-    model::RouteContext ctx;
-    ctx.training = true;
-    auto logits = m->forward(b.input_ids, b.input_mask, b.decoder_input_ids, m->routes(b.task_ids, ctx));
-    label_smoothed_nll(logits, b.target_ids, lo).loss.backward();
-    clip_grad_norm(params, 0.1);
-    opt.step(linear_warmup_decay(s, warm, total));
-    opt.zero_grad();
-  }
-  // Empirical diagonal Fisher: per example, summed loss, no dropout.
-  m->eval();
   lo.reduction = "sum";
   std::vector<torch::Tensor> acc;
   for (auto& w : weights) acc.push_back(torch::zeros_like(w, torch::kDouble));
@@ -299,7 +286,7 @@ torch::Tensor raw_vectors(const Config& cfg, const Config& scfg, const json& tok
       auto aopts = mopts;
       aopts.layer.adapter_dim = cfg.task_rep.fisher_adapter_dim;
       auto m = fresh_copy(i, aopts);
-      raw.push_back(fisher(m, ex, cfg, pad, start));
+      raw.push_back(fisher(m, ex, cfg, pad, start, tasks[i].files.front().string()));
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log << "  [" << i + 1 << "/" << tasks.size() << "] " << tasks[i].task << " (" << ex.size() << " examples" << note << ", "

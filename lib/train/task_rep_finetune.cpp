@@ -21,16 +21,9 @@ FinetuneOptions finetune_options(const Config& cfg) {
   return o;
 }
 
-double finetune_whole_model(model::TLMoEModel& m, const std::vector<data::Example>& ex, const FinetuneOptions& o,
-                            int64_t pad, int64_t start, const std::string& what) {
-  GroupSpec spec;
-  spec.lr = o.lr;
-  spec.weight_decay = o.weight_decay;
-  spec.freeze_task_table = true;
-  spec.reference_compat = o.reference_compat;
-  auto groups = build_param_groups(*m, spec);  // the router's groups get lr 0: it is not used
-  const auto params = clip_params(groups, *m, /*reference_compat=*/false);
-  AdamW opt(groups, AdamWOptions{});
+double train_steps(model::TLMoEModel& m, const std::vector<data::Example>& ex, AdamW& opt,
+                   const std::vector<torch::Tensor>& clip, const FinetuneOptions& o, int64_t pad, int64_t start,
+                   const std::string& what) {
   LossOptions lo;
   lo.epsilon = o.label_smoothing;
   lo.pad_id = pad;
@@ -53,10 +46,10 @@ double finetune_whole_model(model::TLMoEModel& m, const std::vector<data::Exampl
     auto loss = label_smoothed_nll(logits, b.target_ids, lo).loss;
     const double v = loss.item<double>();
     if (!std::isfinite(v))
-      throw DataError(what, 0, "fine-tuning for ft_textemb: the loss is " + std::to_string(v) + " at step " +
-                                   std::to_string(s + 1) + " (lower task_rep.ft_lr?)");
+      throw DataError(what, 0, "training for the task representation: the loss is " + std::to_string(v) + " at step " +
+                                   std::to_string(s + 1) + " (lower the learning rate?)");
     loss.backward();
-    clip_grad_norm(params, o.clip_norm);
+    clip_grad_norm(clip, o.clip_norm);
     opt.step(linear_warmup_decay(s, warm, total));
     opt.zero_grad();
     if (s >= total - 10) {
@@ -66,6 +59,19 @@ double finetune_whole_model(model::TLMoEModel& m, const std::vector<data::Exampl
   }
   m->eval();
   return tail_n ? tail / static_cast<double>(tail_n) : std::nan("");
+}
+
+double finetune_whole_model(model::TLMoEModel& m, const std::vector<data::Example>& ex, const FinetuneOptions& o,
+                            int64_t pad, int64_t start, const std::string& what) {
+  GroupSpec spec;
+  spec.lr = o.lr;
+  spec.weight_decay = o.weight_decay;
+  spec.freeze_task_table = true;
+  spec.reference_compat = o.reference_compat;
+  auto groups = build_param_groups(*m, spec);  // the router's groups get lr 0: it is not used
+  const auto clip = clip_params(groups, *m, /*reference_compat=*/false);
+  AdamW opt(groups, AdamWOptions{});
+  return train_steps(m, ex, opt, clip, o, pad, start, what);
 }
 
 torch::Tensor ft_textemb_vector(model::TLMoEModel& m, const std::vector<data::Example>& ex, int64_t pad, int64_t start,

@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "data/batching.h"
 #include "model/tlmoe_model.h"
+#include "train/optim.h"
 
 namespace tlmoe::train {
 
@@ -27,6 +28,16 @@ struct FinetuneOptions {
 // task_rep.ft_steps / ft_lr / ft_batch_size with train.label_smoothing, train.loss_reduction,
 // train.seed and reference_compat.
 FinetuneOptions finetune_options(const Config& cfg);
+
+// Steps of training `m` with `opt` on `ex` (all examples carry task 0), shared by FT-TextEmb and the
+// Fisher adapters: o.steps batches of o.batch_size drawn with o.seed, the label-smoothed loss
+// (o.label_smoothing, o.loss_reduction), the global clip over `clip` at o.clip_norm,
+// int(o.warmup_ratio · o.steps) warmup then linear decay, dropout on (eval mode after). Returns the
+// mean loss of the last min(steps, 10) steps (NaN when steps = 0). Throws DataError naming `what`
+// when the loss stops being finite.
+double train_steps(model::TLMoEModel& m, const std::vector<data::Example>& ex, AdamW& opt,
+                   const std::vector<torch::Tensor>& clip, const FinetuneOptions& o, int64_t pad, int64_t start,
+                   const std::string& what);
 
 // Trains every parameter of `m` but the task table on `ex` (all examples carry task 0): AdamW
 // (weight decay off for biases and LayerNorms), int(warmup_ratio · steps) warmup then linear

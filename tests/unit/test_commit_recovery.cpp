@@ -16,6 +16,7 @@
 #include "tiny_data.h"
 
 namespace fs = std::filesystem;
+using tlmoe::test::metrics_without_timings;
 using tlmoe::test::read_text;
 using tlmoe::test::run;
 using tlmoe::test::TempDir;
@@ -47,18 +48,6 @@ void crash_at(const std::string& target, int nth, int step, int* seen) {
 struct HookOff {
   ~HookOff() { tlmoe::io::set_commit_hook(nullptr); }
 };
-
-std::vector<nlohmann::json> metrics_without_timings(const fs::path& p) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(read_text(p));
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    for (const char* k : {"tokens_per_s", "dev_score_seconds", "peak_memory_bytes"}) j.erase(k);
-    out.push_back(j);
-  }
-  return out;
-}
 
 void check_same_weights(const fs::path& a, const fs::path& b) {
   auto x = tlmoe::io::load_safetensors(a), y = tlmoe::io::load_safetensors(b);

@@ -39,6 +39,7 @@ using tlmoe::test::TempDir;
 using tlmoe::test::write_text;
 using tlmoe::test::Tiny;
 using tlmoe::test::run;
+using tlmoe::test::metrics_without_timings;
 using tlmoe::test::train_dense_source;
 
 namespace {
@@ -142,23 +143,6 @@ TEST_CASE("train: an interrupted run resumes bit-exactly", "[train]") {
     CHECK(torch::equal(a.tensors.at(n), b.tensors.at(n)));
   }
 }
-
-namespace {
-
-// metrics.jsonl without its timings (throughput, decoding time, memory), which differ run to run.
-std::vector<nlohmann::json> metrics_without_timings(const fs::path& p) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(read_text(p));
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    for (const char* k : {"tokens_per_s", "dev_score_seconds", "peak_memory_bytes"}) j.erase(k);
-    out.push_back(j);
-  }
-  return out;
-}
-
-}  // namespace
 
 TEST_CASE("train: resumed runs log the uninterrupted run's metrics.jsonl, line for line", "[train]") {
   Tiny t;
