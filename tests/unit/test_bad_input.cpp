@@ -77,14 +77,20 @@ void rewrite_weights(const fs::path& file, const std::function<void(std::string&
   tlmoe::io::save_safetensors(file, out, f.metadata);
 }
 
+// A tiny run of `steps` steps (no TensorBoard) in t.dir / dir; its config.
+tlmoe::Config short_run(const Tiny& t, int64_t steps, const std::string& dir) {
+  auto cfg = t.config();
+  cfg.train.steps = steps;
+  cfg.train.tensorboard = false;
+  run(cfg, t.dir / dir);
+  return cfg;
+}
+
 }  // namespace
 
 TEST_CASE("meta.json: wrong types, null and missing state are named with the key", "[bad-input]") {
   Tiny t;
-  auto cfg = t.config();
-  cfg.train.steps = 2;
-  cfg.train.tensorboard = false;
-  run(cfg, t.dir / "r");
+  const auto cfg = short_run(t, 2, "r");
   const fs::path last = t.dir / "r/last";
   auto msg = input_error([&] {
     tlmoe::io::load_checkpoint(edited_checkpoint(last, t.dir / "a", [](json& m) { m["step"] = "abc"; }));
@@ -118,10 +124,7 @@ TEST_CASE("meta.json: wrong types, null and missing state are named with the key
 
 TEST_CASE("model.safetensors: a 0-dim embedding, an integer dtype, a config far larger than the weights", "[bad-input]") {
   Tiny t;
-  auto cfg = t.config();
-  cfg.train.steps = 2;
-  cfg.train.tensorboard = false;
-  run(cfg, t.dir / "r");
+  const auto cfg = short_run(t, 2, "r");
   const fs::path last = t.dir / "r/last";
   fs::copy(last, t.dir / "z", fs::copy_options::recursive);
   rewrite_weights(t.dir / "z/model.safetensors", [](std::string& n, torch::Tensor& v) {
@@ -159,10 +162,7 @@ TEST_CASE("model.safetensors: a 0-dim embedding, an integer dtype, a config far 
 
 TEST_CASE("NaN weights: load_model lists them and eval warns and records them in summary.json", "[bad-input]") {
   Tiny t;
-  auto cfg = t.config();
-  cfg.train.steps = 2;
-  cfg.train.tensorboard = false;
-  run(cfg, t.dir / "r");
+  const auto cfg = short_run(t, 2, "r");
   rewrite_weights(t.dir / "r/last/model.safetensors", [](std::string& n, torch::Tensor& v) {
     if (n == "final_logits_bias") v = torch::full_like(v, std::nanf(""));
   });
@@ -301,10 +301,7 @@ TEST_CASE("a full disk leaves each output complete or absent: eval, adapt, analy
     ~FaultOff() { tlmoe::io::set_write_fault(nullptr); }
   } off;
   Tiny t;
-  auto cfg = t.config();
-  cfg.train.steps = 10;
-  cfg.train.tensorboard = false;
-  run(cfg, t.dir / "run");
+  const auto cfg = short_run(t, 10, "run");
   const std::string ck = (t.dir / "run/last").string();
   auto full_at = [](const std::string& name) {
     tlmoe::io::set_write_fault([name](const fs::path& p) { return p.filename() == name; });
@@ -377,10 +374,7 @@ TEST_CASE("a full disk leaves each output complete or absent: eval, adapt, analy
 TEST_CASE("adapt: a grid point whose loss diverges stops with a warning, the sweep goes on and records it",
           "[bad-input][adapt]") {
   Tiny t;
-  auto cfg = t.config();
-  cfg.train.steps = 4;
-  cfg.train.tensorboard = false;
-  run(cfg, t.dir / "run");
+  const auto cfg = short_run(t, 4, "run");
   tlmoe::adapt::AdaptOptions ao;
   ao.cfg = cfg;
   ao.cfg.adapt.lrs = {1e-3, 1e12};  // the second one blows the weights up at once
