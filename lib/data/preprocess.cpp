@@ -18,6 +18,7 @@
 #include "data/tsv.h"
 #include "io/atomic_file.h"
 #include "io/dir_lock.h"
+#include "io/json_text.h"
 #include "model/hf_bart.h"
 #include "text/bart_bpe_tokenizer.h"
 #include "text/sentencepiece_tokenizer.h"
@@ -604,9 +605,7 @@ json read_preprocess_manifest(const Config& cfg) {
   try {
     m = json::parse(text);
   } catch (const json::exception& e) {
-    const std::string what = e.what();
-    const auto at = what.find("] ");
-    throw DataError(p.string(), 0, "damaged manifest: " + (at == std::string::npos ? what : what.substr(at + 2)));
+    throw DataError(p.string(), 0, "damaged manifest: " + io::json_error_text(e));
   }
   check_manifest(m, p.string());
   return m;

@@ -99,9 +99,7 @@ JsonDoc load_doc(const fs::path& path) {
     std::size_t byte = e.byte == 0 ? 0 : e.byte - 1;  // e.byte is 1-based
     throw DataError(doc.file, line_at(doc.text, byte), parse_error_text(e));
   } catch (const json::exception& e) {  // e.g. a number too large for a double (out_of_range.406)
-    std::string what = e.what();
-    const auto at = what.find("] ");
-    throw DataError(doc.file, 0, "JSON error: " + (at == std::string::npos ? what : what.substr(at + 2)));
+    throw DataError(doc.file, 0, "JSON error: " + io::json_error_text(e));
   }
   io::refuse_duplicate_keys(doc.text, doc.file);
   return doc;

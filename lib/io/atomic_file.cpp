@@ -179,14 +179,22 @@ void StagingDir::commit() {
 
 namespace {
 
-// The pid of a "<name>.tmp-<pid>-<hex>[.old]" sibling of `final_path`, or 0 when `p` is not one.
-long leftover_pid(const fs::path& p, const fs::path& final_path) {
-  const std::string name = p.filename().string(), base = final_path.filename().string() + ".tmp-";
-  if (name.rfind(base, 0) != 0) return 0;
-  const char* digits = name.c_str() + base.size();
+// The writer's pid in a temporary name "<name>.tmp-<pid>-<hex>…" (unique_suffix), read at `at`, the
+// position of ".tmp-"; 0 when the name is not one.
+long temporary_pid(const std::string& name, std::size_t at) {
+  if (name.compare(at, 5, ".tmp-") != 0) return 0;
+  const char* digits = name.c_str() + at + 5;
   char* end = nullptr;
   const long pid = std::strtol(digits, &end, 10);
   return end != digits && *end == '-' && pid > 0 ? pid : 0;
+}
+
+bool running(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM; }
+
+// The pid of a "<name>.tmp-<pid>-<hex>[.old]" sibling of `final_path`, or 0 when `p` is not one.
+long leftover_pid(const fs::path& p, const fs::path& final_path) {
+  const std::string name = p.filename().string(), base = final_path.filename().string();
+  return name.rfind(base, 0) == 0 && name.size() > base.size() ? temporary_pid(name, base.size()) : 0;
 }
 
 bool ends_with_old(const std::string& s) { return s.size() > 4 && s.compare(s.size() - 4, 4, ".old") == 0; }
@@ -201,7 +209,7 @@ std::string recover_staged(const fs::path& final_path, bool all_leftovers) {
   for (const auto& e : fs::directory_iterator(parent, ec)) {
     const long pid = leftover_pid(e.path(), final_path);
     if (pid == 0) continue;
-    if (!all_leftovers && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;  // a live writer's
+    if (!all_leftovers && running(pid)) continue;  // a live writer's
     (ends_with_old(e.path().filename().string()) ? old : staged).push_back(e.path());
   }
   if (staged.empty() && old.empty()) return "";
@@ -253,12 +261,8 @@ std::vector<fs::path> remove_stale_temporaries(const fs::path& dir) {
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     const std::string name = it->path().filename().string();
     const auto at = name.find(".tmp-");
-    if (at == std::string::npos) continue;
-    const char* digits = name.c_str() + at + 5;
-    char* end = nullptr;
-    const long pid = std::strtol(digits, &end, 10);
-    if (end == digits || *end != '-' || pid <= 0) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) continue;  // its writer still runs
+    const long pid = at == std::string::npos ? 0 : temporary_pid(name, at);
+    if (pid == 0 || running(pid)) continue;  // not a temporary, or its writer still runs
     stale.push_back(it->path());
     if (it->is_directory(ec)) it.disable_recursion_pending();
   }

@@ -85,9 +85,7 @@ LoadedCheckpoint load_checkpoint(const fs::path& dir, bool with_optimizer) {
   try {
     out.meta = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {  // syntax, or a number too large (out_of_range.406)
-    const std::string what = e.what();
-    const auto at = what.find("] ");
-    throw DataError(meta_path.string(), 0, "invalid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)));
+    throw DataError(meta_path.string(), 0, "invalid JSON: " + io::json_error_text(e));
   }
   io::refuse_duplicate_keys(text, meta_path.string());
   check_meta_types(out.meta, meta_path.string());

@@ -39,6 +39,15 @@ std::optional<DuplicateKey> find_duplicate_key(std::string_view text) {
   return std::nullopt;
 }
 
+std::string json_error_text(const std::exception& e) {
+  std::string_view what = e.what();
+  if (what.rfind("[json.exception.", 0) == 0) {
+    const auto close = what.find("] ");
+    if (close != std::string_view::npos) what.remove_prefix(close + 2);
+  }
+  return std::string(what);
+}
+
 void refuse_duplicate_keys(std::string_view text, const std::string& file) {
   if (auto d = find_duplicate_key(text))
     throw DataError(file, d->second,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,10 @@ struct DuplicateKey {
 // The first key that occurs twice in the same object of `text`, or nothing. Meant for text that
 // parses as JSON; on malformed text it returns what it found before the damage.
 std::optional<DuplicateKey> find_duplicate_key(std::string_view text);
+
+// A JSON error's text without nlohmann's "[json.exception.parse_error.101] " prefix (any other
+// exception's text as it is).
+std::string json_error_text(const std::exception& e);
 
 // Throws DataError(file, line of the repeat, "key \"k\" appears twice in one object (lines a and
 // b): ...") when `text` has a duplicate key.

@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "common/error.h"
+#include "io/json_text.h"
 
 namespace fs = std::filesystem;
 
@@ -96,16 +97,6 @@ struct OpenedFile {
   SafetensorsHeader header;
 };
 
-// The JSON error text without nlohmann's "[json.exception.parse_error.101] " prefix.
-std::string json_error_text(const json::exception& e) {
-  std::string_view what = e.what();
-  if (!what.empty() && what.front() == '[') {
-    auto close = what.find("] ");
-    if (close != std::string_view::npos) what.remove_prefix(close + 2);
-  }
-  return std::string(what);
-}
-
 // Parses `text` as JSON; a key that repeats within one object is an error (nlohmann would
 // silently keep the last one).
 json parse_header_json(const std::string& file, const std::string& text) {
@@ -136,7 +127,7 @@ json parse_header_json(const std::string& file, const std::string& text) {
   try {
     header = json::parse(text, on_event);
   } catch (const json::exception& e) {
-    throw DataError(file, 0, "header is not valid JSON: " + json_error_text(e));
+    throw DataError(file, 0, "header is not valid JSON: " + io::json_error_text(e));
   }
   if (!duplicate.empty()) {
     throw DataError(file, 0,

@@ -21,6 +21,7 @@
 #include "evaluate/checkpoint_eval.h"
 #include "data/preprocess.h"
 #include "data/task_meta.h"
+#include "data/task_rep.h"
 #include "data/token_cache.h"
 #include "data/tsv.h"
 #include "io/atomic_file.h"
@@ -30,6 +31,7 @@
 #include "io/safetensors.h"
 #include "model/load_model.h"
 #include "test_util.h"
+#include "train/task_rep_compute.h"
 #include "tiny_data.h"
 
 namespace fs = std::filesystem;
@@ -177,6 +179,57 @@ TEST_CASE("NaN weights: load_model lists them and eval warns and records them in
   CHECK_THAT(r.output, Catch::Contains("warning: 1 tensor(s) of") && Catch::Contains("hold NaN or Inf values"));
   const json s = json::parse(read_text(t.dir / "ev/summary.json"));
   CHECK(s.at("non_finite_weights") == json::array({"final_logits_bias"}));
+
+  // adapt and analyze-routes record them too; the ontology below leaves out "second", which
+  // analyze-routes names
+  std::ostringstream log;
+  tlmoe::adapt::AdaptOptions ao;
+  ao.cfg = cfg;
+  ao.cfg.adapt.lrs = {1e-3};
+  ao.cfg.adapt.batch_sizes = {4};
+  ao.cfg.adapt.steps = 2;
+  ao.cfg.adapt.eval_every = 1;
+  ao.cfg.adapt.warmup_steps = 0;
+  ao.cfg.adapt.tensorboard = false;
+  ao.checkpoint = (t.dir / "r/last").string();
+  ao.out_dir = (t.dir / "ad").string();
+  ao.log = &log;
+  ao.plain_progress = true;
+  tlmoe::adapt::adapt(ao);
+  CHECK(json::parse(read_text(t.dir / "ad/summary.json")).at("non_finite_weights") == json::array({"final_logits_bias"}));
+  write_text(t.dir / "data/ontology.json", R"({"copy": {"ends": ["first", "last"]}})");
+  tlmoe::analysis::AnalyzeOptions an;
+  an.cfg = cfg;
+  an.checkpoint = (t.dir / "r/last").string();
+  an.out_dir = (t.dir / "an").string();
+  an.log = &log;
+  tlmoe::analysis::analyze_routes(an);
+  const json st = json::parse(read_text(t.dir / "an/stats.json"));
+  CHECK(st.at("non_finite_weights") == json::array({"final_logits_bias"}));
+  CHECK(st.at("tasks_not_in_ontology") == json::array({"second"}));
+  CHECK_THAT(log.str(), Catch::Contains("warning: adapt: non-finite loss") &&
+                            Catch::Contains("1 of the checkpoint's tasks are not in") && Catch::Contains("(second)"));
+}
+
+TEST_CASE("a damaged preprocess manifest names the field", "[bad-input][preprocess]") {
+  Tiny t;
+  auto cfg = t.config();
+  std::ostringstream log;
+  const auto rep = tlmoe::data::preprocess(cfg, log);
+  const fs::path man = rep.cache_dir / "manifest.json";
+  json m = json::parse(read_text(man));
+  m["tokenizer"]["vocab_size"] = "48";
+  write_text(man, m.dump());
+  CHECK_THAT(input_error([&] { tlmoe::data::read_preprocess_manifest(cfg); }),
+             Catch::Contains("manifest.json") && Catch::Contains("\"tokenizer.vocab_size\" is not an integer"));
+  m = json::parse(read_text(man));
+  m["tokenizer"]["vocab_size"] = 48;
+  m["tasks"]["first"]["files"][0].erase("cache");
+  write_text(man, m.dump());
+  CHECK_THAT(input_error([&] { tlmoe::data::read_preprocess_manifest(cfg); }),
+             Catch::Contains("\"tasks.first.files[].cache\" is not a string"));
+  write_text(man, "[1e400]");
+  CHECK_THAT(input_error([&] { tlmoe::data::read_preprocess_manifest(cfg); }), Catch::Contains("damaged manifest: number overflow"));
 }
 
 TEST_CASE("damaged RNG state and token ids outside the vocabulary are refused naming the file", "[bad-input]") {
@@ -419,4 +472,27 @@ TEST_CASE("a damaged or replaced cached tokenizer is refused before use", "[bad-
   std::ostringstream again;
   tlmoe::data::preprocess(cfg, again);
   CHECK_NOTHROW(tlmoe::data::load_tokenizer(cfg));
+}
+
+TEST_CASE("task representations: computing them takes the cache's lock, reusing them does not", "[bad-input][taskrep]") {
+  Tiny t;
+  tlmoe::test::train_dense_source(t);
+  auto cfg = t.config();
+  cfg.task_rep.kind = "textemb";
+  cfg.task_rep.source_checkpoint = (t.dir / "dense/last").string();
+  cfg.task_rep.dim = 32;
+  std::ostringstream log;
+  const auto rep = tlmoe::data::preprocess(cfg, log);
+  write_text(rep.cache_dir / ".tlmoe.lock", std::to_string(::getppid()) + " " + tlmoe::io::host_name() + "\n");
+  try {
+    tlmoe::train::compute_task_reps(cfg, log);
+    FAIL("representations were written while another process holds the cache");
+  } catch (const tlmoe::UsageError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("in use by process " + std::to_string(::getppid())));
+  }
+  CHECK_FALSE(fs::exists(tlmoe::data::task_rep_path(cfg)));
+  fs::remove(rep.cache_dir / ".tlmoe.lock");
+  CHECK_FALSE(tlmoe::train::compute_task_reps(cfg, log).reused);
+  write_text(rep.cache_dir / ".tlmoe.lock", std::to_string(::getppid()) + " " + tlmoe::io::host_name() + "\n");
+  CHECK(tlmoe::train::compute_task_reps(cfg, log).reused);  // up to date: read, no lock needed
 }
