@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "adapt/adapt.h"
 #include "config/config.h"
 #include "test_util.h"
 #include "train/trainer.h"
@@ -112,6 +113,25 @@ inline std::vector<nlohmann::json> metrics_without_timings(const std::filesystem
     out.push_back(j);
   }
   return out;
+}
+
+// A small adapt sweep from `checkpoint` into `out`: one lr (1e-3), batch 4, 2 steps evaluated at
+// each, no warmup, no TensorBoard, plain progress to `log`.
+inline tlmoe::adapt::AdaptOptions tiny_adapt(const tlmoe::Config& cfg, const std::filesystem::path& checkpoint,
+                                             const std::filesystem::path& out, std::ostream& log) {
+  tlmoe::adapt::AdaptOptions ao;
+  ao.cfg = cfg;
+  ao.cfg.adapt.lrs = {1e-3};
+  ao.cfg.adapt.batch_sizes = {4};
+  ao.cfg.adapt.steps = 2;
+  ao.cfg.adapt.eval_every = 1;
+  ao.cfg.adapt.warmup_steps = 0;
+  ao.cfg.adapt.tensorboard = false;
+  ao.checkpoint = checkpoint.string();
+  ao.out_dir = out.string();
+  ao.log = &log;
+  ao.plain_progress = true;
+  return ao;
 }
 
 inline tlmoe::Config train_dense_source(const Tiny& t) {

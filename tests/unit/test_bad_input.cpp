@@ -183,18 +183,7 @@ TEST_CASE("NaN weights: load_model lists them and eval warns and records them in
   // adapt and analyze-routes record them too; the ontology below leaves out "second", which
   // analyze-routes names
   std::ostringstream log;
-  tlmoe::adapt::AdaptOptions ao;
-  ao.cfg = cfg;
-  ao.cfg.adapt.lrs = {1e-3};
-  ao.cfg.adapt.batch_sizes = {4};
-  ao.cfg.adapt.steps = 2;
-  ao.cfg.adapt.eval_every = 1;
-  ao.cfg.adapt.warmup_steps = 0;
-  ao.cfg.adapt.tensorboard = false;
-  ao.checkpoint = (t.dir / "r/last").string();
-  ao.out_dir = (t.dir / "ad").string();
-  ao.log = &log;
-  ao.plain_progress = true;
+  auto ao = tlmoe::test::tiny_adapt(cfg, t.dir / "r/last", t.dir / "ad", log);
   tlmoe::adapt::adapt(ao);
   CHECK(json::parse(read_text(t.dir / "ad/summary.json")).at("non_finite_weights") == json::array({"final_logits_bias"}));
   write_text(t.dir / "data/ontology.json", R"({"copy": {"ends": ["first", "last"]}})");
@@ -390,17 +379,7 @@ TEST_CASE("a full disk leaves each output complete or absent: eval, adapt, analy
   CHECK(s["tasks"].size() == 2);
 
   // adapt: results.csv and summary.json together or not at all
-  tlmoe::adapt::AdaptOptions ao;
-  ao.cfg = cfg;
-  ao.cfg.adapt.lrs = {1e-3};
-  ao.cfg.adapt.batch_sizes = {4};
-  ao.cfg.adapt.steps = 2;
-  ao.cfg.adapt.eval_every = 1;
-  ao.cfg.adapt.warmup_steps = 0;
-  ao.checkpoint = ck;
-  ao.out_dir = (t.dir / "ad").string();
-  ao.log = &log;
-  ao.plain_progress = true;
+  auto ao = tlmoe::test::tiny_adapt(cfg, ck, t.dir / "ad", log);
   full_at("summary.json");
   CHECK_THROWS_WITH(tlmoe::adapt::adapt(ao), Catch::Contains("No space left on device"));
   CHECK_FALSE(fs::exists(t.dir / "ad/results.csv"));
@@ -428,19 +407,11 @@ TEST_CASE("adapt: a grid point whose loss diverges stops with a warning, the swe
           "[bad-input][adapt]") {
   Tiny t;
   const auto cfg = short_run(t, 4, "run");
-  tlmoe::adapt::AdaptOptions ao;
-  ao.cfg = cfg;
+  std::ostringstream log;
+  auto ao = tlmoe::test::tiny_adapt(cfg, t.dir / "run/last", t.dir / "ad", log);
   ao.cfg.adapt.lrs = {1e-3, 1e12};  // the second one blows the weights up at once
-  ao.cfg.adapt.batch_sizes = {4};
   ao.cfg.adapt.steps = 4;
   ao.cfg.adapt.eval_every = 2;
-  ao.cfg.adapt.warmup_steps = 0;
-  ao.cfg.adapt.tensorboard = false;
-  ao.checkpoint = (t.dir / "run/last").string();
-  ao.out_dir = (t.dir / "ad").string();
-  std::ostringstream log;
-  ao.log = &log;
-  ao.plain_progress = true;
   const auto r = tlmoe::adapt::adapt(ao);
   CHECK(r.complete);
   CHECK_THAT(log.str(), Catch::Contains("warning: adapt: non-finite loss for second") && Catch::Contains("lr 1e+12"));

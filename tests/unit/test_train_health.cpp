@@ -166,17 +166,7 @@ TEST_CASE("train health: eval, adapt and analyze-routes on a collapsed model say
   CHECK_THAT(eval_log.str(), Catch::Contains("warning: upstream model collapsed on 2 dev task(s)"));
 
   std::ostringstream adapt_log;
-  tlmoe::adapt::AdaptOptions ao;
-  ao.cfg = cfg;
-  ao.cfg.adapt.lrs = {1e-3};
-  ao.cfg.adapt.batch_sizes = {4};
-  ao.cfg.adapt.steps = 2;
-  ao.cfg.adapt.eval_every = 1;
-  ao.cfg.adapt.warmup_steps = 0;
-  ao.checkpoint = best;
-  ao.out_dir = (t.dir / "ad").string();
-  ao.log = &adapt_log;
-  ao.plain_progress = true;
+  auto ao = tlmoe::test::tiny_adapt(cfg, best, t.dir / "ad", adapt_log);
   tlmoe::adapt::adapt(ao);
   const json ad = json::parse(read_text(t.dir / "ad/summary.json"));
   CHECK(ad["upstream_health"]["warnings"].size() == 1);
